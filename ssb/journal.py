@@ -1,0 +1,124 @@
+"""Crash-safe files: an append-only, fsync'd JSONL journal and atomic whole-file writes.
+
+A journal line is written with one ``write`` + ``fsync``; a process killed mid-write leaves at most
+one torn last line, which :meth:`Journal.read` drops (and :meth:`Journal.open` truncates) so a
+resumed run neither loses a completed record nor duplicates one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from ssb.errors import DataError
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: str | os.PathLike, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield the JSON objects of a JSONL file; a bad line raises DataError with its line number.
+
+    With ``tolerate_torn_tail`` an unparsable *last* line without a newline is ignored: that is
+    what a killed writer leaves behind.
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        is_last_unterminated = number == len(lines) and not data.endswith(b"\n")
+        try:
+            obj = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            if tolerate_torn_tail and is_last_unterminated:
+                return
+            raise DataError(f"invalid JSON: {exc}", path=str(path), line=number) from None
+        if not isinstance(obj, dict):
+            raise DataError("expected a JSON object", path=str(path), line=number)
+        yield obj
+
+
+class Journal:
+    """Append-only JSONL file of completed work items, one object per line, each fsync'd."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._file = None
+
+    def read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        return list(read_jsonl(self.path, tolerate_torn_tail=True))
+
+    def open(self) -> "Journal":
+        """Open for appending, first cutting a torn last line left by a killed writer."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            data = self.path.read_bytes()
+            if data and not data.endswith(b"\n"):
+                keep = data.rfind(b"\n") + 1
+                with open(self.path, "r+b") as f:
+                    f.truncate(keep)
+                    f.flush()
+                    os.fsync(f.fileno())
+        self._file = open(self.path, "a", encoding="utf-8")
+        return self
+
+    def append(self, obj: dict) -> None:
+        if self._file is None:
+            self.open()
+        assert self._file is not None
+        self._file.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> "Journal":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()

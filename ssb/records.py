@@ -1,0 +1,147 @@
+"""Typed records that flow between pipeline stages, each with a JSON round-trip.
+
+``to_dict`` gives plain JSON-able data; ``from_dict`` checks required fields and raises
+:class:`ssb.errors.DataError` naming the missing or mistyped one (callers add file and line).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from ssb.errors import DataError
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+FinishReason = Literal["stop", "length"]
+
+
+class _JSONRecord:
+    """Mixin: dataclass <-> dict, nested records included, unknown keys rejected."""
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_dict(cls, data: Any):
+        if not isinstance(data, dict):
+            raise DataError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            if f.name in data:
+                value = data[f.name]
+                nested = cls._nested.get(f.name)
+                if nested is not None and value is not None:
+                    value = (
+                        [nested.from_dict(v) for v in value]
+                        if isinstance(value, list)
+                        else nested.from_dict(value)
+                    )
+                kwargs[f.name] = value
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise DataError(f"{cls.__name__}: missing field {f.name!r}", field=f.name)
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise DataError(
+                f"{cls.__name__}: unknown field(s) {sorted(unknown)}", field=sorted(unknown)[0]
+            )
+        return cls(**kwargs)
+
+
+@dataclass
+class Problem(_JSONRecord):
+    """One verifiable problem, normalized across datasets."""
+
+    id: str
+    question: str
+    gold: str  # the final answer as text (LaTeX for MATH-like domains)
+    dataset: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SamplingParams(_JSONRecord):
+    """What a backend is asked to do for every conversation of a batch."""
+
+    n: int = 1
+    temperature: float = 0.0  # 0 means greedy
+    top_p: float = 1.0
+    top_k: int = 0  # 0 means off
+    max_new_tokens: int = 512
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+
+@dataclass
+class Completion(_JSONRecord):
+    """One sampled continuation."""
+
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason
+
+
+@dataclass
+class Verdict(_JSONRecord):
+    """The verifier's judgement of one response against one gold answer."""
+
+    extracted: str | None
+    correct: bool
+    error: str | None = None  # e.g. "timeout"; an errored verdict is never correct
+
+
+@dataclass
+class Rollout(_JSONRecord):
+    """A sampled response with its verdict."""
+
+    text: str
+    num_tokens: int
+    finish_reason: FinishReason
+    extracted: str | None
+    correct: bool
+
+
+@dataclass
+class CuratedRecord(_JSONRecord):
+    """One kept problem: the paired teacher/student views and the target solution.
+
+    ``student_messages`` and ``teacher_messages`` end *before* the solution; the solution is the
+    assistant turn that follows either of them (tokenized once, see ``ssb.distill``).
+    """
+
+    _nested: ClassVar[dict[str, type]] = {}
+
+    id: str
+    question: str
+    gold: str
+    dataset: str
+    domain: str
+    template: str  # "name@version" of the prompt template used
+    student_messages: list[Message]
+    teacher_messages: list[Message]
+    solution: str
+    correct_rollout: Rollout
+    wrong_rollout: Rollout
+    rollout_answers: list[str | None]
+    rollout_correct: list[bool]
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+CuratedRecord._nested = {"correct_rollout": Rollout, "wrong_rollout": Rollout}
+
+
+@dataclass
+class RunManifest(_JSONRecord):
+    """What a run was: enough to reproduce it and to refuse a changed config on resume."""
+
+    command: str
+    ssb_version: str
+    plugins: dict[str, str]  # distribution name -> version
+    versions: dict[str, str]  # python, torch, transformers, ...
+    seed: int | None
+    config: dict[str, Any]
+    inputs: dict[str, str]  # path -> sha256
+    started: str
+    finished: str | None = None

@@ -1,0 +1,89 @@
+"""Test helpers for ssb and its plugins: a tiny random-weight Qwen2 model built offline in seconds.
+
+The model never answers correctly; use it for logic, alignment and plumbing tests.  Its tokenizer
+is a byte-level BPE trained on the fly, saved as a self-describing ``tokenizer.json`` with a
+ChatML chat template (``<|im_start|>`` / ``<|im_end|>``, like Qwen2.5).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CHATML_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+QWEN2_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
+    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+
+_CORPUS = [
+    "You are a helpful math tutor. Reason step by step and put the final answer in \\boxed{}.",
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May.",
+    "How many clips did Natalia sell altogether in April and May? 48 / 2 = 24. 48 + 24 = 72.",
+    "The answer is \\boxed{72}. Let x = 5, then 2x + 3 = 13. So the answer is \\boxed{13}.",
+    "Here is a problem, a correct student response, and an attempt marked wrong by a checker.",
+    "Write a complete, standalone step-by-step solution. Warn about likely mistakes.",
+    "\\frac{1}{2} + \\frac{1}{3} = \\frac{5}{6}; 0.5 * 4 = 2; 100% of 7 is 7; (3, 4); [1, 2]",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 20 30 40 50 60 70 80 90 100 1000 $ , . : ; ? ! + - * / = ^",
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning.",
+]
+
+
+def build_tokenizer(path: str | Path, vocab_size: int = 1000):
+    """Train and save a byte-level BPE tokenizer with a ChatML template; returns it."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    # The same normalizer and pre-tokenizer as Qwen2Tokenizer, so AutoTokenizer (which picks
+    # Qwen2Tokenizer next to a qwen2 config.json) and PreTrainedTokenizerFast give identical ids.
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 20, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        unk_token=None, additional_special_tokens=["<|im_start|>"],
+    )
+    fast.chat_template = CHATML_TEMPLATE
+    fast.padding_side = "left"
+    fast.save_pretrained(str(path))
+    return fast
+
+
+def build_tiny_model(path: str | Path, *, vocab_size: int = 1000, hidden_size: int = 64,
+                     num_layers: int = 2, num_heads: int = 4, seed: int = 0) -> Path:
+    """Save a random-weight Qwen2ForCausalLM + tokenizer to ``path`` (an HF directory)."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(path, vocab_size=vocab_size)
+    config = Qwen2Config(
+        vocab_size=len(tok), hidden_size=hidden_size, intermediate_size=hidden_size * 2,
+        num_hidden_layers=num_layers, num_attention_heads=num_heads,
+        num_key_value_heads=max(1, num_heads // 2), max_position_embeddings=2048,
+        tie_word_embeddings=False, bos_token_id=None,
+        eos_token_id=tok.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+    )
+    torch.manual_seed(seed)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
+    )
+    model.save_pretrained(str(path), safe_serialization=True)
+    return path

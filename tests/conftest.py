@@ -1,0 +1,85 @@
+"""Shared fixtures: the real data in ../shared/data, a tiny random model, the real small model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SSB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The byte-exact benchmark copies (GSM8K, MATH-500, AIME24, AMC23); read in place."""
+    if not (SHARED_DATA / "gsm8k" / "train.jsonl").exists():
+        pytest.fail(f"shared data not found at {SHARED_DATA} (set SSB_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-weight Qwen2 model + ChatML BPE tokenizer, built once per session (~seconds)."""
+    from ssb.testing import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def small_gguf() -> Path:
+    """The real small model (Qwen2.5-Coder-0.5B-Instruct Q4_K_M), assembled and sha256-checked."""
+    from ssb.models import default_gguf
+
+    return default_gguf()
+
+
+@pytest.fixture
+def ssb_cli(monkeypatch):
+    """Run the CLI in-process: returns (exit_code, stdout, stderr)."""
+    from typer.testing import CliRunner
+
+    from ssb.cli import build_app
+
+    def run(*args: str, input: str | None = None):
+        runner = CliRunner()
+        result = runner.invoke(build_app(), list(args), input=input, catch_exceptions=True)
+        code = result.exit_code
+        exc = result.exception
+        from ssb.errors import SsbError
+
+        if isinstance(exc, SsbError):
+            code = exc.exit_code
+            return code, result.stdout, str(exc)
+        if exc is not None and not isinstance(exc, SystemExit):
+            raise exc
+        return code, result.stdout, result.stderr
+
+    return run
+
+
+def have_llama_cpp() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pytest_collection_modifyitems(config, items):
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA device")
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:
+        has_cuda = False
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+
+
+def which(cmd: str) -> str | None:
+    return shutil.which(cmd)
