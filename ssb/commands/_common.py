@@ -53,3 +53,45 @@ def progress_bar(description: str, total: int | None, enabled: bool = True) -> I
                 progress.update(task, advance=n)
 
         yield advance
+
+
+def backend_opt_option() -> Any:
+    return typer.Option(
+        [], "--backend-opt", "-B",
+        help="Backend option KEY=VALUE (repeatable), e.g. -B n_threads=2 -B base_url=http://127.0.0.1:8000/v1",
+    )
+
+
+def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
+    """``["n_threads=2", "base_url=a,b"]`` -> {"n_threads": 2, "base_url": "a,b"} (ints/floats/bools
+    parsed; everything else stays a string)."""
+    from ssb.errors import SsbError
+
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise SsbError(f"--backend-opt expects KEY=VALUE, got {item!r}")
+        out[key.strip().replace("-", "_")] = _parse_scalar(value.strip())
+    return out
+
+
+def _parse_scalar(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for cast in (int, float):
+        try:
+            return cast(value)
+        except ValueError:
+            pass
+    return value
+
+
+def load_backend(name: str, model: str, adapter: str | None = None,
+                 options: dict[str, Any] | None = None):
+    """Create a backend through the registry (the stages never import a backend plugin)."""
+    from ssb.plugins import get_registry
+
+    factory = get_registry().backend(name)
+    return factory.create(model, adapter=adapter, **(options or {}))
