@@ -1,0 +1,209 @@
+"""The core: plugin loading (incl. broken plugins and the allow-list), records, journal, config."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ssb.errors import DataError, SsbError
+from ssb.journal import Journal, atomic_write_json, read_jsonl
+from ssb.records import CuratedRecord, Problem, Rollout, RunManifest
+
+
+def make_dist(root: Path, dist: str, entry_name: str, module: str, source: str) -> Path:
+    """A real installed distribution on a sys.path entry: a module + .dist-info with an
+    ``ssb`` entry point, discovered by importlib.metadata exactly like a pip install."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
+    (info / "entry_points.txt").write_text(f"[ssb]\n{entry_name} = {module}\n")
+    return root
+
+
+def run_ssb(*args: str, pythonpath: Path | None = None, env: dict | None = None):
+    full_env = dict(os.environ)
+    if pythonpath is not None:
+        full_env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{full_env.get('PYTHONPATH', '')}"
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ssb", *args], capture_output=True, text=True,
+                          env=full_env, timeout=120)
+
+
+GOOD_PLUGIN = """
+from ssb.hookspecs import hookimpl
+from ssb.types import Loss
+
+def half_kl(inputs):
+    from ssb.losses import forward_kl
+    return 0.5 * forward_kl(inputs)
+
+@hookimpl
+def register_losses(register):
+    register(Loss("half-kl", half_kl, "half the forward KL"))
+"""
+
+
+@pytest.fixture
+def plugin_path(tmp_path):
+    root = tmp_path / "site"
+    make_dist(root, "ssb-plugin-broken", "broken", "ssb_broken_plugin",
+              "raise RuntimeError('boom at import')\n")
+    make_dist(root, "ssb-plugin-halfkl", "halfkl", "ssb_halfkl_plugin", GOOD_PLUGIN)
+    return root
+
+
+def test_broken_plugin_is_reported_and_cli_keeps_working(plugin_path):
+    proc = run_ssb("plugins", "--json", pythonpath=plugin_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    errors = {e["name"]: e for e in report["errors"]}
+    assert "broken" in errors
+    assert errors["broken"]["distribution"] == "ssb-plugin-broken"
+    assert "boom at import" in errors["broken"]["error"]
+    plugins = {p["name"]: p for p in report["plugins"]}
+    assert plugins["halfkl"]["registers"]["losses"] == ["half-kl"]
+    assert plugins["halfkl"]["version"] == "1.2.3"
+    # the human-readable listing names the broken plugin too, and --help still works
+    human = run_ssb("plugins", pythonpath=plugin_path)
+    assert human.returncode == 0 and "broken" in human.stdout
+    assert run_ssb("--help", pythonpath=plugin_path).returncode == 0
+
+
+def test_allow_list_limits_loaded_plugins(plugin_path):
+    proc = run_ssb("plugins", "--json", pythonpath=plugin_path,
+                   env={"SSB_LOAD_PLUGINS": "halfkl"})
+    report = json.loads(proc.stdout)
+    names = {p["name"] for p in report["plugins"]}
+    assert "halfkl" in names
+    assert report["errors"] == []  # the broken one was never imported
+    assert not names & {"gsm8k", "math", "backends"}
+    proc = run_ssb("plugins", "--json", pythonpath=plugin_path, env={"SSB_LOAD_PLUGINS": ""})
+    names = {p["name"] for p in json.loads(proc.stdout)["plugins"]}
+    assert names == {"ssb.default_plugins.losses"}  # built-ins always load
+
+
+def test_hook_that_raises_is_reported(tmp_path):
+    root = make_dist(tmp_path / "site", "ssb-plugin-badhook", "badhook", "ssb_badhook",
+                     """
+                     from ssb.hookspecs import hookimpl
+                     @hookimpl
+                     def register_datasets(register):
+                         register("not a DatasetLoader")
+                     """)
+    proc = run_ssb("plugins", "--json", pythonpath=root)
+    assert proc.returncode == 0
+    report = json.loads(proc.stdout)
+    (err,) = [e for e in report["errors"] if e["name"] == "badhook"]
+    assert "register_datasets failed" in err["error"] and "DatasetLoader" in err["error"]
+    assert "badhook" not in {p["name"] for p in report["plugins"]}
+
+
+def test_version_and_help_list_commands():
+    proc = run_ssb("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("ssb ")
+    help_text = run_ssb("--help").stdout
+    for command in ("curate", "distill", "eval", "plugins", "problems", "verify", "generate"):
+        assert command in help_text
+
+
+def test_records_round_trip_and_errors():
+    rollout = Rollout(text="so \\boxed{3}", num_tokens=5, finish_reason="stop", extracted="3",
+                      correct=True)
+    rec = CuratedRecord(
+        id="p1", question="q", gold="3", dataset="gsm8k", domain="gsm8k", template="t@1",
+        student_messages=[{"role": "user", "content": "q"}],
+        teacher_messages=[{"role": "user", "content": "hinted q"}], solution="s",
+        correct_rollout=rollout, wrong_rollout=rollout, rollout_answers=["3", None],
+        rollout_correct=[True, False],
+    )
+    data = json.loads(json.dumps(rec.to_dict()))
+    assert CuratedRecord.from_dict(data) == rec
+    assert isinstance(CuratedRecord.from_dict(data).correct_rollout, Rollout)
+    with pytest.raises(DataError, match="missing field 'gold'"):
+        Problem.from_dict({"id": "x", "question": "q"})
+    with pytest.raises(DataError, match="unknown field"):
+        Problem.from_dict({"id": "x", "question": "q", "gold": "1", "colour": "red"})
+
+
+def test_journal_survives_a_torn_tail(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.append({"id": 1})
+        j.append({"id": 2})
+    with open(path, "a") as f:
+        f.write('{"id": 3, "tru')  # what a SIGKILL mid-write leaves
+    assert [r["id"] for r in Journal(path).read()] == [1, 2]
+    with Journal(path) as j:  # reopening cuts the torn line, so appends stay parseable
+        j.append({"id": 3})
+    assert [r["id"] for r in read_jsonl(path)] == [1, 2, 3]
+
+
+def test_read_jsonl_names_the_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n{oops}\n')
+    with pytest.raises(DataError) as info:
+        list(read_jsonl(path))
+    assert f"{path}:2" in str(info.value)
+
+
+def test_atomic_write_replaces_whole_file(tmp_path):
+    path = tmp_path / "out" / "x.json"
+    atomic_write_json(path, {"v": 1})
+    atomic_write_json(path, {"v": 2})
+    assert json.loads(path.read_text()) == {"v": 2}
+    assert [p.name for p in path.parent.iterdir()] == ["x.json"]  # no temp files left
+
+
+def test_manifest_and_resume_guard(tmp_path):
+    from ssb.config import check_resume, finish_manifest, start_manifest
+
+    data = tmp_path / "in.jsonl"
+    data.write_text("{}\n")
+    config = {"rollouts": 4, "seed": 1, "api_key": "sk-secret", "workers": 2}
+    m = start_manifest(tmp_path, "curate", config, inputs=[data], seed=1)
+    finish_manifest(tmp_path, m)
+    saved = json.loads((tmp_path / "manifest.json").read_text())
+    RunManifest.from_dict(saved)
+    assert "api_key" not in saved["config"] and "sk-secret" not in json.dumps(saved)
+    assert saved["inputs"][str(data)] == __import__("hashlib").sha256(b"{}\n").hexdigest()
+    assert saved["versions"]["torch"] and saved["finished"]
+    assert check_resume(tmp_path, "curate", {**config, "workers": 8}, force=False) is True
+    with pytest.raises(SsbError, match="rollouts: 4 -> 8"):
+        check_resume(tmp_path, "curate", {**config, "rollouts": 8}, force=False)
+    assert check_resume(tmp_path, "curate", {**config, "rollouts": 8}, force=True) is True
+
+
+def test_config_file_keys_mirror_flags_and_flags_win(tmp_path, ssb_cli):
+    import typer
+
+    from ssb.commands._common import config_option
+
+    app = typer.Typer()
+
+    @app.command()
+    def demo(config: str = config_option(), rollouts: int = 4, lora_r: int = 8) -> None:
+        print(json.dumps({"rollouts": rollouts, "lora_r": lora_r}))
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    from typer.testing import CliRunner
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("rollouts = 6\nlora-r = 32\n")
+    out = CliRunner().invoke(app, ["demo", "--config", str(cfg)])
+    assert json.loads(out.stdout) == {"rollouts": 6, "lora_r": 32}
+    out = CliRunner().invoke(app, ["demo", "--config", str(cfg), "--rollouts", "2"])
+    assert json.loads(out.stdout) == {"rollouts": 2, "lora_r": 32}
+    cfg.write_text("rollout = 6\n")
+    out = CliRunner().invoke(app, ["demo", "--config", str(cfg)])
+    assert out.exit_code != 0 and "unknown key 'rollout'" in str(out.exception)
