@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create .venv with CPU torch and every ssb distribution installed editable. Idempotent: reruns
+# are a no-op unless a pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+PY=.venv/bin/python
+
+stamp=.venv/.ssb-setup
+want=$(cat pyproject.toml plugins/*/pyproject.toml examples/*/pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+
+$PY -m pip install --quiet --upgrade pip
+# CPU torch first and pinned: an unpinned `torch` pulls a multi-GB CUDA build.
+# On a GPU machine, install your CUDA torch before running this script; it is kept.
+$PY -c "import torch" 2>/dev/null || $PY -m pip install --quiet "torch==2.13.0"
+# llama-cpp-python compiles from source (~15 min on 2 cores, cached by pip afterwards);
+# GGML_NATIVE=OFF keeps the build portable across CPUs of this type.
+export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
+echo "ssb setup: installing packages (llama-cpp-python compiles once, ~15 min)..." >&2
+$PY -m pip install --quiet \
+  -e ".[test]" \
+  -e plugins/gsm8k \
+  -e plugins/math \
+  -e "plugins/backends[llama,openai,server]" \
+  -e examples/ssb-plugin-arithmetic
+echo "$want" > "$stamp"
