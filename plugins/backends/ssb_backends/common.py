@@ -1,0 +1,93 @@
+"""Helpers every backend shares: option checking, seeds, stop strings, optional imports."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from typing import Any, Sequence
+
+from ssb.errors import MissingDependency, SsbError
+from ssb.records import Completion, Message, SamplingParams
+
+
+def require(module: str, extra: str, what: str):
+    """Import an optional dependency or raise one clear line naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise MissingDependency(
+            f"the {what} backend needs the '{module}' package ({exc.__class__.__name__}: {exc}); "
+            f"install it with: pip install 'ssb-backends[{extra}]'"
+        ) from None
+
+
+def check_options(backend: str, options: dict[str, Any], known: Sequence[str]) -> None:
+    """Refuse an unknown backend option instead of silently ignoring a typo."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise SsbError(
+            f"unknown option(s) for the {backend} backend: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(known))}"
+        )
+
+
+def check_params(params: SamplingParams) -> None:
+    """Reject settings no backend can honour, with the field named."""
+    if params.n < 1:
+        raise SsbError(f"sampling n must be >= 1, got {params.n}")
+    if params.max_new_tokens < 1:
+        raise SsbError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+    if params.temperature < 0:
+        raise SsbError(f"temperature must be >= 0, got {params.temperature}")
+    if not 0 < params.top_p <= 1:
+        raise SsbError(f"top_p must be in (0, 1], got {params.top_p}")
+    if params.top_k < 0:
+        raise SsbError(f"top_k must be >= 0 (0 = off), got {params.top_k}")
+
+
+def check_conversations(conversations: Sequence[Sequence[Message]]) -> None:
+    for i, conv in enumerate(conversations):
+        if not conv:
+            raise SsbError(f"conversation {i} is empty")
+        for j, msg in enumerate(conv):
+            if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+                raise SsbError(f"conversation {i}, message {j}: expected {{'role', 'content'}}")
+
+
+def conversation_key(conversation: Sequence[Message]) -> str:
+    """A stable digest of a conversation (for per-conversation seeds)."""
+    blob = json.dumps([[m["role"], m["content"]] for m in conversation], ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed derived from ``seed`` and ``parts``: distinct per sample, stable across runs
+    and independent of how the caller groups conversations into batches."""
+    blob = "|".join([str(seed), *map(str, parts)])
+    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "little") & 0x7FFFFFFF
+
+
+def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """``text`` up to (excluding) the earliest stop string, and whether one was found."""
+    best = -1
+    for s in stop:
+        if not s:
+            continue
+        i = text.find(s)
+        if i != -1 and (best == -1 or i < best):
+            best = i
+    if best == -1:
+        return text, False
+    return text[:best], True
+
+
+def repeat_greedy(completion: Completion, n: int) -> list[Completion]:
+    """Greedy decoding is deterministic: n samples are n copies of one."""
+    return [Completion(completion.text, completion.num_tokens, completion.finish_reason)
+            for _ in range(n)]
+
+
+def finish_reason_of(raw: str | None) -> str:
+    """Engine finish reasons mapped onto the contract: only a spent budget is "length"."""
+    return "length" if raw == "length" else "stop"
