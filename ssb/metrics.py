@@ -1,0 +1,296 @@
+"""Evaluation statistics as pure functions: accuracy with a confidence interval, avg@n, maj@n,
+the unbiased pass@k estimator, and paired tests for comparing two runs on the same problems.
+
+Conventions (also written into every ``summary.json``):
+
+- A 95% interval for a proportion of *binary* outcomes (greedy, one sample per problem) is the
+  Wilson score interval: unlike the normal approximation it stays inside [0, 1] and keeps close
+  to nominal coverage at small n and at accuracies near 0 or 1 (AIME has 30 problems).
+- With several samples per problem the samples are not independent (they share a problem), so
+  the interval of avg@n is a percentile bootstrap over *problems*, not over samples.
+- pass@k is the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)``, computed as
+  a product of ratios so it neither overflows nor loses precision at large n.
+- Two runs are compared *paired*, on the problems they share: a percentile bootstrap of the mean
+  per-problem difference, and (for binary outcomes) the exact two-sided McNemar test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Hashable, Sequence
+
+import numpy as np
+
+Z95 = 1.959963984540054  # the 97.5% quantile of the standard normal
+
+
+# -- single run ---------------------------------------------------------------------------------
+
+def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (``(0, 1)`` when ``n == 0``)."""
+    if n < 0 or successes < 0 or successes > n:
+        raise ValueError(f"need 0 <= successes <= n, got {successes}/{n}")
+    if n == 0:
+        return (0.0, 1.0)
+    p = successes / n
+    z2 = z * z
+    denom = 1.0 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = (z / denom) * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    # Clamp floating-point spill (e.g. -1e-17) at the ends.
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def bootstrap_mean_interval(values: Sequence[float], *, confidence: float = 0.95,
+                            resamples: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (resampling the values)."""
+    x = np.asarray(values, dtype=np.float64)
+    if x.size == 0:
+        return (0.0, 1.0)
+    rng = np.random.default_rng(seed)
+    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    lo, hi = np.quantile(means, [tail, 1.0 - tail])
+    return (float(lo), float(hi))
+
+
+@dataclass
+class Accuracy:
+    """A mean score with its 95% interval and how the interval was computed."""
+
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int  # problems
+    ci_method: str  # "wilson" or "bootstrap-problems"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy(per_problem: Sequence[Sequence[bool]], *, seed: int = 0) -> Accuracy:
+    """Mean correctness over problems (each problem weighted equally) with a 95% interval.
+
+    ``per_problem[i]`` holds the correct flags of problem i's samples.  With exactly one sample
+    per problem the interval is Wilson's; otherwise a bootstrap over problems.
+    """
+    scores = problem_scores(per_problem)
+    n = len(scores)
+    if n == 0:
+        return Accuracy(0.0, 0.0, 1.0, 0, "wilson")
+    mean = float(np.mean(scores))
+    if all(len(flags) == 1 for flags in per_problem):
+        lo, hi = wilson_interval(int(round(sum(scores))), n)
+        return Accuracy(mean, lo, hi, n, "wilson")
+    lo, hi = bootstrap_mean_interval(scores, seed=seed)
+    return Accuracy(mean, lo, hi, n, "bootstrap-problems")
+
+
+def problem_scores(per_problem: Sequence[Sequence[bool]]) -> list[float]:
+    """Per-problem mean correctness (the fraction of its samples that are correct)."""
+    out = []
+    for i, flags in enumerate(per_problem):
+        if len(flags) == 0:
+            raise ValueError(f"problem {i} has no samples")
+        out.append(sum(bool(f) for f in flags) / len(flags))
+    return out
+
+
+def avg_at_n(per_problem: Sequence[Sequence[bool]]) -> float:
+    """avg@n: accuracy averaged over the n samples of each problem, then over problems."""
+    scores = problem_scores(per_problem)
+    return float(np.mean(scores)) if scores else 0.0
+
+
+def majority_answer(answers: Sequence[Hashable | None]) -> int | None:
+    """Index of the first sample holding the most common non-None answer (None if all None).
+
+    Ties go to the answer that appeared first, so the vote is deterministic.
+    """
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    best = max(counts.values())
+    for i, a in enumerate(answers):
+        if a is not None and counts[a] == best:
+            return i
+    return None  # unreachable
+
+
+def maj_at_n(answers: Sequence[Sequence[Hashable | None]],
+             correct: Sequence[Sequence[bool]]) -> float:
+    """maj@n: the fraction of problems whose majority-vote answer is correct.
+
+    Answers are grouped by their extracted string (None, i.e. no answer, never votes); the vote's
+    correctness is that of the first sample carrying the winning answer.  A problem where no
+    sample produced an answer counts as wrong.
+    """
+    if len(answers) != len(correct):
+        raise ValueError("answers and correct flags cover different numbers of problems")
+    if not answers:
+        return 0.0
+    hits = 0
+    for problem_answers, problem_correct in zip(answers, correct):
+        if len(problem_answers) != len(problem_correct):
+            raise ValueError("answers and correct flags differ in sample count")
+        winner = majority_answer([normalize_vote(a) for a in problem_answers])
+        if winner is not None and problem_correct[winner]:
+            hits += 1
+    return hits / len(answers)
+
+
+def normalize_vote(answer: Hashable | None) -> Hashable | None:
+    """Votes compare extracted answers after whitespace is removed (``"1, 2"`` == ``"1,2"``)."""
+    if isinstance(answer, str):
+        stripped = "".join(answer.split())
+        return stripped or None
+    return answer
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k estimate from n samples of which c are correct (Chen et al., 2021).
+
+    ``1 - C(n-c, k) / C(n, k)`` written as ``1 - prod_{i=n-c+1}^{n} (1 - k/i)``, which never
+    forms the (huge) binomial coefficients.
+    """
+    if not 0 <= c <= n:
+        raise ValueError(f"need 0 <= c <= n, got c={c}, n={n}")
+    if not 1 <= k <= n:
+        raise ValueError(f"need 1 <= k <= n, got k={k}, n={n}")
+    if n - c < k:
+        return 1.0
+    prod = 1.0
+    for i in range(n - c + 1, n + 1):
+        prod *= 1.0 - k / i
+    return 1.0 - prod
+
+
+def pass_at_k_ladder(n: int) -> list[int]:
+    """The k reported for n samples: 1 and every power of two up to n."""
+    ks = [1]
+    k = 2
+    while k <= n:
+        ks.append(k)
+        k *= 2
+    return ks
+
+
+def mean_pass_at_k(per_problem: Sequence[Sequence[bool]], k: int) -> float:
+    """pass@k averaged over problems (each problem may have its own n >= k)."""
+    if not per_problem:
+        return 0.0
+    return float(np.mean([pass_at_k(len(f), sum(bool(x) for x in f), k) for f in per_problem]))
+
+
+# -- two runs, paired ---------------------------------------------------------------------------
+
+def mcnemar_exact(a_only: int, b_only: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pairs.
+
+    ``a_only``: problems right in A and wrong in B; ``b_only``: the reverse.  Under H0 each
+    discordant pair is a fair coin, so p = min(1, 2 * P(Binom(a_only + b_only, 1/2) <= min)).
+    """
+    if a_only < 0 or b_only < 0:
+        raise ValueError("discordant counts must be >= 0")
+    m = a_only + b_only
+    if m == 0:
+        return 1.0
+    low = min(a_only, b_only)
+    # Sum in log space: exact enough for m in the tens of thousands.
+    log_half_m = m * math.log(0.5)
+    tail = sum(math.exp(_log_comb(m, i) + log_half_m) for i in range(low + 1))
+    return min(1.0, 2.0 * tail)
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+@dataclass
+class PairedComparison:
+    """B minus A on shared problems: point estimate, bootstrap interval, McNemar, verdict."""
+
+    n: int
+    mean_a: float
+    mean_b: float
+    diff: float  # mean_b - mean_a
+    ci_low: float
+    ci_high: float
+    bootstrap_p: float  # two-sided bootstrap p-value of diff == 0
+    mcnemar_p: float | None  # only for binary outcomes
+    a_only: int | None  # problems A got right and B wrong (binary outcomes)
+    b_only: int | None
+    significant: bool
+    alpha: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int = 10_000,
+                     seed: int = 0, confidence: float = 0.95) -> tuple[float, float, float, float]:
+    """Paired percentile bootstrap of ``mean(b) - mean(a)`` over problems.
+
+    Returns ``(diff, ci_low, ci_high, p)`` where p is the two-sided bootstrap p-value: twice the
+    share of resampled differences on the far side of zero (capped at 1; 1 when all are zero).
+    """
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape:
+        raise ValueError("paired samples must have the same length")
+    if x.size == 0:
+        raise ValueError("no shared problems to compare")
+    d = y - x
+    diff = float(d.mean())
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    tail = (1.0 - confidence) / 2
+    lo, hi = np.quantile(boot, [tail, 1.0 - tail])
+    if np.all(boot == 0):
+        p = 1.0
+    else:
+        p = float(min(1.0, 2.0 * min(np.mean(boot <= 0), np.mean(boot >= 0))))
+    return diff, float(lo), float(hi), p
+
+
+def compare_paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.05,
+                   resamples: int = 10_000, seed: int = 0) -> PairedComparison:
+    """Compare per-problem scores of run B against run A (same problems, same order).
+
+    The difference counts as significant only when the bootstrap interval excludes zero *and*,
+    for binary outcomes, the exact McNemar test rejects at ``alpha``: when the two disagree the
+    honest answer is "not established".
+    """
+    diff, lo, hi, p_boot = paired_bootstrap(a, b, resamples=resamples, seed=seed,
+                                            confidence=1.0 - alpha)
+    binary = all(v in (0.0, 1.0) for v in list(a) + list(b))
+    mc_p = a_only = b_only = None
+    if binary:
+        a_only = sum(1 for x, y in zip(a, b) if x == 1.0 and y == 0.0)
+        b_only = sum(1 for x, y in zip(a, b) if x == 0.0 and y == 1.0)
+        mc_p = mcnemar_exact(a_only, b_only)
+    excludes_zero = lo > 0 or hi < 0
+    significant = excludes_zero and (mc_p is None or mc_p < alpha)
+    return PairedComparison(
+        n=len(a), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)), diff=diff,
+        ci_low=lo, ci_high=hi, bootstrap_p=p_boot, mcnemar_p=mc_p, a_only=a_only,
+        b_only=b_only, significant=significant, alpha=alpha,
+    )
+
+
+def describe_comparison(c: PairedComparison, name_a: str = "A", name_b: str = "B") -> str:
+    """One sentence saying what the difference is and whether it could be noise."""
+    pts = 100.0 * c.diff
+    ci = f"95% CI {100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f} points"
+    tests = f"paired bootstrap p={c.bootstrap_p:.3g}"
+    if c.mcnemar_p is not None:
+        tests += f", exact McNemar p={c.mcnemar_p:.3g} ({c.a_only} vs {c.b_only} discordant)"
+    if c.significant:
+        direction = "better" if c.diff > 0 else "worse"
+        return (f"{name_b} is {abs(pts):.1f} points {direction} than {name_a} on {c.n} shared "
+                f"problems ({ci}; {tests}): significant at the {100 * (1 - c.alpha):.0f}% level.")
+    return (f"{name_b} vs {name_a}: {pts:+.1f} points on {c.n} shared problems ({ci}; {tests}). "
+            f"NOT significant: a difference this size on {c.n} problems is consistent with "
+            f"noise.")
