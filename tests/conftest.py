@@ -83,3 +83,30 @@ def pytest_collection_modifyitems(config, items):
 
 def which(cmd: str) -> str | None:
     return shutil.which(cmd)
+
+
+@pytest.fixture(scope="session")
+def replay_plugin(tmp_path_factory) -> Path:
+    """The test-only ``ssb-replay`` plugin (tests/plugins/ssb_replay: ``replay`` and ``record``
+    backends), installed for real into a temporary target dir so it is found through the ``ssb``
+    entry-point group like any third-party plugin.  Returns that dir: put it on ``PYTHONPATH``
+    for subprocesses; in-process it is on ``sys.path`` for the session."""
+    import subprocess
+    import sys
+
+    from ssb.plugins import get_registry
+
+    target = tmp_path_factory.mktemp("ssb-replay-site")
+    source = tmp_path_factory.mktemp("ssb-replay-src") / "ssb_replay"  # builds leave files behind
+    shutil.copytree(REPO_ROOT / "tests" / "plugins" / "ssb_replay", source,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(source)],
+        check=True, capture_output=True,
+    )
+    sys.path.insert(0, str(target))
+    get_registry(refresh=True)
+    yield target
+    sys.path.remove(str(target))
+    get_registry(refresh=True)

@@ -1,0 +1,626 @@
+"""SSB data curation: rollouts -> verified pairs -> hinted robust solutions, resumable.
+
+For every problem the stage samples K rollouts from the student prompt, verifies them, keeps
+problems with at least one correct and one wrong rollout, shows the model one correct and one
+wrong rollout in the domain's hinted teacher prompt, and keeps the robust solution it writes if
+that solution verifies against the gold answer.
+
+Selection rule (:func:`select_pair`, deterministic and independent of batching)
+------------------------------------------------------------------------------
+* A problem is ``all_correct`` when no rollout is wrong and ``all_wrong`` when none is correct;
+  both are skipped.  A rollout is *wrong* when its verdict is not correct, including rollouts with
+  no extractable answer and verdicts that errored (e.g. a verifier timeout).
+* Randomness comes from ``random.Random`` seeded with sha256("ssb-curate", seed, problem id), so a
+  problem's choice depends only on the run seed and its own id, never on batch order or resume.
+* The correct example is a seeded-random choice among the correct rollouts.
+* The wrong example is a rollout of the most common wrong *answer*.  Answers are counted by
+  :func:`answer_key` (whitespace removed, surrounding ``$`` and a trailing period dropped, digit
+  group commas removed, plain decimals canonicalized so ``96.00`` == ``96``).  Rollouts whose
+  answer cannot be extracted (``None`` or empty) are candidates only when no wrong rollout has an
+  extractable answer.  Ties between equally common answers are broken by the seeded RNG (over
+  the keys in sorted order); among rollouts sharing the chosen answer, one is picked by the RNG.
+  The RNG draws in that fixed order: correct rollout, answer tie, wrong rollout.
+
+Crash consistency
+-----------------
+``DIR/journal.jsonl`` is the source of truth: one fsync'd line per finished problem, whatever its
+outcome (kept, all_correct, all_wrong, teacher_wrong, error).  ``DIR/curated.jsonl`` is rebuilt
+atomically from the journal at start and then appended (and fsync'd) right after each journal
+line, so after a SIGKILL it is at most one record behind the journal, and the next start repairs
+it.  Problems already in the journal are not redone, except those whose outcome was ``error``
+(a backend failure), which a rerun retries.  The last journal line for a problem wins.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ssb.errors import SsbError
+from ssb.records import Completion, CuratedRecord, Problem, Rollout, SamplingParams, Verdict
+
+COMMAND = "curate"
+JOURNAL = "journal.jsonl"
+CURATED = "curated.jsonl"
+STATS = "stats.json"
+LOCK = ".curate.lock"
+
+KEPT = "kept"
+ALL_CORRECT = "all_correct"
+ALL_WRONG = "all_wrong"
+TEACHER_WRONG = "teacher_wrong"
+ERROR = "error"
+SKIP_REASONS = (ALL_CORRECT, ALL_WRONG, TEACHER_WRONG, ERROR)
+_SKIP_LABEL = {ALL_CORRECT: "all_correct", ALL_WRONG: "all_wrong",
+               TEACHER_WRONG: "teacher_wrong", ERROR: "errors"}  # keys of stats["skipped"]
+
+# The paper's sampling settings (K=4 rollouts at T=0.8, top-k 50; teacher at T=0.4).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {"rollouts": 4, "temperature": 0.8, "top_k": 50, "top_p": 1.0,
+              "teacher_temperature": 0.4},
+}
+# Backend options that change speed or plumbing, not what is generated: not part of the config
+# a resume is checked against.  Secrets are never recorded.
+VOLATILE_BACKEND_OPTIONS = {"n_threads", "threads", "concurrency", "timeout", "max_retries",
+                            "base_url", "n_gpu_layers", "device", "batch_size",
+                            "gpu_memory_utilization", "delay"}
+SECRET_BACKEND_OPTIONS = {"api_key", "token", "password"}
+
+
+# -- pure selection logic -------------------------------------------------------------------------
+
+_WS = re.compile(r"\s+")
+_DIGIT_GROUP_COMMA = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")
+
+
+def answer_key(extracted: str | None) -> str | None:
+    """The key under which wrong answers are counted; ``None`` for no extractable answer.
+
+    Deliberately textual (no symbolic math) so counting is fast and predictable: answers that
+    differ only in whitespace, surrounding ``$``, a trailing period, thousands separators or
+    trailing decimal zeros count as the same answer.
+    """
+    if extracted is None:
+        return None
+    key = _WS.sub("", extracted)
+    key = key.strip("$").rstrip(".")
+    key = _DIGIT_GROUP_COMMA.sub("", key)
+    if not key:
+        return None
+    try:
+        number = Decimal(key)
+    except InvalidOperation:
+        return key
+    if not number.is_finite():
+        return key
+    if number == number.to_integral_value():
+        return str(int(number))
+    return format(number.normalize(), "f")
+
+
+def problem_rng(seed: int, problem_id: str) -> random.Random:
+    """An RNG that depends only on the run seed and the problem id."""
+    digest = hashlib.sha256(f"ssb-curate\x00{seed}\x00{problem_id}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+@dataclass
+class Selection:
+    """What :func:`select_pair` decided for one problem."""
+
+    status: str  # "selected", ALL_CORRECT or ALL_WRONG
+    correct_index: int | None = None
+    wrong_index: int | None = None
+    wrong_answer: str | None = None  # answer_key of the chosen wrong rollout (None: no answer)
+    wrong_answer_count: int = 0
+    answer_counts: list[dict[str, Any]] = field(default_factory=list)  # wrong answers, by count
+
+
+def select_pair(rollouts: Sequence[Rollout], seed: int, problem_id: str) -> Selection:
+    """Choose the correct and the wrong example for one problem (rule: see the module docstring)."""
+    correct = [i for i, r in enumerate(rollouts) if r.correct]
+    wrong = [i for i, r in enumerate(rollouts) if not r.correct]
+    if not correct:
+        return Selection(status=ALL_WRONG, answer_counts=_wrong_counts(rollouts, wrong))
+    if not wrong:
+        return Selection(status=ALL_CORRECT)
+    rng = problem_rng(seed, problem_id)
+    correct_index = rng.choice(correct)
+
+    by_answer: dict[str, list[int]] = {}
+    for i in wrong:
+        key = answer_key(rollouts[i].extracted)
+        if key is not None:
+            by_answer.setdefault(key, []).append(i)
+    if by_answer:
+        top = max(len(v) for v in by_answer.values())
+        tied = sorted(k for k, v in by_answer.items() if len(v) == top)
+        wrong_answer: str | None = tied[0] if len(tied) == 1 else rng.choice(tied)
+        candidates = by_answer[wrong_answer]
+    else:  # no wrong rollout has an answer: fall back to the unanswered ones
+        wrong_answer = None
+        candidates = wrong
+    wrong_index = candidates[0] if len(candidates) == 1 else rng.choice(candidates)
+    return Selection(
+        status="selected",
+        correct_index=correct_index,
+        wrong_index=wrong_index,
+        wrong_answer=wrong_answer,
+        wrong_answer_count=len(candidates),
+        answer_counts=_wrong_counts(rollouts, wrong),
+    )
+
+
+def _wrong_counts(rollouts: Sequence[Rollout], wrong: Iterable[int]) -> list[dict[str, Any]]:
+    counts = Counter(answer_key(rollouts[i].extracted) for i in wrong)
+    return [{"answer": k, "count": c}
+            for k, c in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is None, kv[0] or ""))]
+
+
+def make_rollout(completion: Completion, verdict: Verdict) -> Rollout:
+    return Rollout(text=completion.text, num_tokens=int(completion.num_tokens),
+                   finish_reason=completion.finish_reason, extracted=verdict.extracted,
+                   correct=bool(verdict.correct) and verdict.error is None)
+
+
+# -- stats ----------------------------------------------------------------------------------------
+
+def latest_outcomes(entries: Iterable[dict]) -> dict[str, dict]:
+    """Problem id -> its last journal entry (insertion order = first time the id was seen)."""
+    latest: dict[str, dict] = {}
+    for entry in entries:
+        latest[entry["id"]] = entry
+    return latest
+
+
+def summarize(outcomes: Iterable[dict]) -> dict[str, Any]:
+    """Counts and means over final per-problem outcomes (journal entries)."""
+    outcomes = list(outcomes)
+    skipped = {_SKIP_LABEL[reason]: 0 for reason in SKIP_REASONS}
+    kept = 0
+    rollout_tokens: list[int] = []
+    rollouts_correct = 0
+    teacher_tokens: list[int] = []
+    solution_tokens: list[int] = []
+    for e in outcomes:
+        status = e["status"]
+        if status == KEPT:
+            kept += 1
+            solution_tokens.append(e["teacher_tokens"])
+        else:
+            skipped[_SKIP_LABEL[status]] += 1
+        rollout_tokens.extend(e.get("rollout_tokens") or [])
+        rollouts_correct += sum(bool(c) for c in e.get("rollout_correct") or [])
+        if e.get("teacher_tokens") is not None:
+            teacher_tokens.append(e["teacher_tokens"])
+    seen = len(outcomes)
+    teacher_attempts = len(teacher_tokens)
+    return {
+        "problems_seen": seen,
+        "kept": kept,
+        "skipped": skipped,
+        "keep_rate": _ratio(kept, seen),
+        "rollouts": len(rollout_tokens),
+        "rollouts_correct": rollouts_correct,
+        "rollout_accuracy": _ratio(rollouts_correct, len(rollout_tokens)),
+        "teacher_attempts": teacher_attempts,
+        "teacher_accuracy": _ratio(kept, teacher_attempts),
+        "mean_rollout_tokens": _mean(rollout_tokens),
+        "mean_teacher_tokens": _mean(teacher_tokens),
+        "mean_solution_tokens": _mean(solution_tokens),
+    }
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 6) if b else None
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
+# -- the driver -----------------------------------------------------------------------------------
+
+@dataclass
+class CurateConfig:
+    """Everything ``ssb curate`` needs; field names mirror the CLI flags."""
+
+    domain: str
+    backend: str
+    model: str
+    out: Path
+    dataset: str | None = None  # default: the domain's name
+    source: str | None = None
+    split: str = "train"
+    limit: int | None = None
+    rollouts: int = 4
+    seed: int = 0
+    temperature: float = 0.8
+    top_k: int = 50
+    top_p: float = 1.0
+    teacher_temperature: float = 0.4
+    max_tokens: int = 1024
+    template: str | None = None
+    batch_size: int = 8
+    max_errors: int = 10
+    workers: int = 0
+    skip_bad: bool = False
+    adapter: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    force: bool = False
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.rollouts < 2:
+            raise SsbError(f"--rollouts must be at least 2 (one right and one wrong are needed), "
+                           f"got {self.rollouts}")
+        if self.batch_size < 1:
+            raise SsbError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 0:
+            raise SsbError(f"--limit must be >= 0, got {self.limit}")
+        if self.max_tokens < 1:
+            raise SsbError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if self.max_errors < 0:
+            raise SsbError(f"--max-errors must be >= 0, got {self.max_errors}")
+        for name in ("temperature", "teacher_temperature"):
+            if getattr(self, name) < 0:
+                raise SsbError(f"--{name.replace('_', '-')} must be >= 0")
+
+    def manifest_config(self) -> dict[str, Any]:
+        """The config recorded in the manifest and compared on resume (no secrets)."""
+        data = asdict(self)
+        data["out"] = str(self.out)
+        data["dataset"] = self.dataset or self.domain
+        options = {k: v for k, v in self.backend_options.items()
+                   if k not in SECRET_BACKEND_OPTIONS}
+        data["backend_options"] = {k: v for k, v in options.items()
+                                   if k not in VOLATILE_BACKEND_OPTIONS}
+        data["backend_runtime_options"] = {k: v for k, v in options.items()
+                                           if k in VOLATILE_BACKEND_OPTIONS}
+        return data
+
+
+def problems_sha256(problems: Sequence[Problem]) -> str:
+    """A hash of the loaded problems (ids, questions, golds), order included."""
+    h = hashlib.sha256()
+    for p in problems:
+        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False).encode())
+        h.update(b"\n")
+    return h.hexdigest()
+
+
+def derive_seed(seed: int, *parts: str) -> int:
+    """A 31-bit sampling seed from the run seed and a label (stable across processes)."""
+    digest = hashlib.sha256("\x00".join([str(seed), *parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+class _Lock:
+    """An exclusive lock on the output directory (released by the kernel if we are killed)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd: int | None = None
+
+    def __enter__(self) -> "_Lock":
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise SsbError(f"another `ssb curate` is writing to {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+
+def _verify(domain: str, items: list[tuple[str, str]], workers: int) -> list[Verdict]:
+    if not items:
+        return []
+    from ssb.verification import verify_batch
+
+    verdicts = verify_batch(domain, items, workers=workers)
+    if len(verdicts) != len(items):
+        raise SsbError(f"verify_batch returned {len(verdicts)} verdicts for {len(items)} items")
+    return verdicts
+
+
+def _generate_isolating(backend: Any, conversations: list[list[dict]], params: SamplingParams,
+                        progress: Callable[[int], None] | None
+                        ) -> list[list[Completion] | str]:
+    """Completions per conversation, or an error message for those whose request failed.
+
+    The whole batch goes to the backend in one call; when that call fails it is split in halves
+    (recursively) so one bad problem does not take its batch-mates down with it.
+    """
+    if not conversations:
+        return []
+    try:
+        result = backend.generate(conversations, params, progress)
+        if len(result) != len(conversations):
+            raise RuntimeError(f"backend returned {len(result)} results for "
+                               f"{len(conversations)} conversations")
+        for r in result:
+            if len(r) != params.n:
+                raise RuntimeError(f"backend returned {len(r)} completions, expected {params.n}")
+        return [list(r) for r in result]
+    except Exception as exc:  # noqa: BLE001 - a backend failure is data about this batch
+        if len(conversations) == 1:
+            return [f"{type(exc).__name__}: {exc}"[:2000]]
+        mid = len(conversations) // 2
+        return (_generate_isolating(backend, conversations[:mid], params, progress)
+                + _generate_isolating(backend, conversations[mid:], params, progress))
+
+
+def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, config: CurateConfig,
+                  dataset: str, progress: Callable[[int], None] | None = None) -> list[dict]:
+    """Run the whole SSB recipe on a chunk of problems; one journal entry per problem, in order."""
+    ids = [p.id for p in problems]
+    student_params = SamplingParams(
+        n=config.rollouts, temperature=config.temperature, top_p=config.top_p,
+        top_k=config.top_k, max_new_tokens=config.max_tokens,
+        seed=derive_seed(config.seed, "rollouts", *ids))
+    conversations = [template.student_messages(p.question) for p in problems]
+    generated = _generate_isolating(backend, conversations, student_params, progress)
+
+    entries: list[dict | None] = [None] * len(problems)
+    items: list[tuple[str, str]] = []
+    for i, (p, result) in enumerate(zip(problems, generated)):
+        if isinstance(result, str):
+            entries[i] = {"id": p.id, "status": ERROR, "stage": "rollouts", "error": result}
+        else:
+            items.extend((c.text, p.gold) for c in result)
+    verdicts = iter(_verify(config.domain, items, config.workers))
+
+    pending: list[tuple[int, Problem, list[Rollout], Selection]] = []
+    for i, (p, result) in enumerate(zip(problems, generated)):
+        if isinstance(result, str):
+            continue
+        rollouts = [make_rollout(c, next(verdicts)) for c in result]
+        selection = select_pair(rollouts, config.seed, p.id)
+        entry = {
+            "id": p.id,
+            "status": selection.status,
+            "rollout_correct": [r.correct for r in rollouts],
+            "rollout_answers": [r.extracted for r in rollouts],
+            "rollout_tokens": [r.num_tokens for r in rollouts],
+            "answer_counts": selection.answer_counts,
+        }
+        entries[i] = entry
+        if selection.status == "selected":
+            pending.append((i, p, rollouts, selection))
+
+    teacher_params = SamplingParams(
+        n=1, temperature=config.teacher_temperature, top_p=config.top_p, top_k=config.top_k,
+        max_new_tokens=config.max_tokens, seed=derive_seed(config.seed, "teacher", *ids))
+    teacher_conversations = [
+        template.teacher_messages(p.question, rollouts[s.correct_index].text,
+                                  rollouts[s.wrong_index].text)
+        for _, p, rollouts, s in pending
+    ]
+    solutions = _generate_isolating(backend, teacher_conversations, teacher_params, progress)
+    solution_items = [(r[0].text, p.gold) for (_, p, _, _), r in zip(pending, solutions)
+                      if not isinstance(r, str)]
+    solution_verdicts = iter(_verify(config.domain, solution_items, config.workers))
+
+    for (i, p, rollouts, s), teacher_messages, result in zip(pending, teacher_conversations,
+                                                              solutions):
+        entry = entries[i]
+        assert entry is not None
+        entry["correct_index"] = s.correct_index
+        entry["wrong_index"] = s.wrong_index
+        entry["wrong_answer"] = s.wrong_answer
+        if isinstance(result, str):
+            entry.update(status=ERROR, stage="teacher", error=result)
+            continue
+        solution = result[0]
+        verdict = next(solution_verdicts)
+        ok = bool(verdict.correct) and verdict.error is None
+        entry["teacher_tokens"] = int(solution.num_tokens)
+        entry["teacher_correct"] = ok
+        entry["teacher_extracted"] = verdict.extracted
+        if not ok:
+            entry["status"] = TEACHER_WRONG
+            continue
+        record = CuratedRecord(
+            id=p.id, question=p.question, gold=p.gold, dataset=p.dataset or dataset,
+            domain=config.domain, template=template.id,
+            student_messages=template.student_messages(p.question),
+            teacher_messages=teacher_messages,
+            solution=solution.text,
+            correct_rollout=rollouts[s.correct_index],
+            wrong_rollout=rollouts[s.wrong_index],
+            rollout_answers=[r.extracted for r in rollouts],
+            rollout_correct=[r.correct for r in rollouts],
+            metadata={
+                "correct_index": s.correct_index,
+                "wrong_index": s.wrong_index,
+                "wrong_answer": s.wrong_answer,
+                "wrong_answer_count": s.wrong_answer_count,
+                "wrong_answer_counts": s.answer_counts,
+                "rollout_num_tokens": [r.num_tokens for r in rollouts],
+                "rollout_finish_reasons": [r.finish_reason for r in rollouts],
+                "solution_num_tokens": int(solution.num_tokens),
+                "solution_finish_reason": solution.finish_reason,
+                "solution_extracted": verdict.extracted,
+            },
+        )
+        entry["status"] = KEPT
+        entry["record"] = record.to_dict()
+    return [e for e in entries if e is not None]
+
+
+def _chunks(items: Sequence[Problem], size: int) -> Iterable[Sequence[Problem]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _rebuild_curated(path: Path, outcomes: dict[str, dict]) -> int:
+    """Write curated.jsonl atomically from the journal's kept outcomes; returns the count."""
+    from ssb.journal import atomic_write_text
+
+    lines = [json.dumps(e["record"], ensure_ascii=False) + "\n"
+             for e in outcomes.values() if e["status"] == KEPT]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)
+
+
+def _local_inputs(source: str | None) -> list[Path]:
+    if not source:
+        return []
+    path = Path(source).expanduser()
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
+                      {".jsonl", ".json", ".parquet"})
+    return []
+
+
+def _live_info(outcomes: dict[str, dict]) -> str:
+    counts = Counter(e["status"] for e in outcomes.values())
+    return (f"kept {counts[KEPT]} | all-correct {counts[ALL_CORRECT]} | "
+            f"all-wrong {counts[ALL_WRONG]} | teacher-wrong {counts[TEACHER_WRONG]} | "
+            f"errors {counts[ERROR]}")
+
+
+def run_curate(config: CurateConfig) -> dict[str, Any]:
+    """Curate ``config.out``: resumable; returns the stats also written to ``DIR/stats.json``."""
+    from ssb.commands._common import load_backend, progress_bar
+    from ssb.config import check_resume, finish_manifest, start_manifest, write_manifest
+    from ssb.journal import Journal, atomic_write_json
+    from ssb.plugins import get_registry
+
+    config.validate()
+    started = time.monotonic()
+    registry = get_registry()
+    dataset_name = config.dataset or config.domain
+    loader = registry.dataset(dataset_name)
+    registry.verifier(config.domain)  # fail early, before any generation, if it is missing
+    template = registry.template(config.domain, config.template)
+    loaded = loader.load(config.source, config.split, skip_bad=config.skip_bad, filters=None)
+    problems = list(loaded.problems)
+    seen_ids: set[str] = set()
+    for p in problems:
+        if p.id in seen_ids:
+            raise SsbError(f"dataset {dataset_name!r} ({config.source or loader.default_source}, "
+                           f"split {config.split}) has two problems with id {p.id!r}")
+        seen_ids.add(p.id)
+    selected = problems[: config.limit] if config.limit is not None else problems
+
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest_config = config.manifest_config()
+    manifest_config["template"] = template.id
+    manifest_config["input_sha256"] = problems_sha256(problems)
+
+    with _Lock(out / LOCK):
+        resumed = check_resume(out, COMMAND, manifest_config, config.force)
+        manifest = start_manifest(out, COMMAND, manifest_config,
+                                  inputs=_local_inputs(config.source), seed=config.seed)
+        manifest.inputs[f"problems:{dataset_name}/{config.split}"] = manifest_config["input_sha256"]
+        write_manifest(out, manifest)
+
+        previous_stats = _read_json(out / STATS) or {}
+        wall_before = float(previous_stats.get("wall_seconds_total") or 0.0)
+
+        journal = Journal(out / JOURNAL)
+        outcomes = latest_outcomes(journal.read())
+        _rebuild_curated(out / CURATED, outcomes)
+        done = {pid for pid, e in outcomes.items() if e["status"] != ERROR}
+        todo = [p for p in selected if p.id not in done]
+
+        run = {"resumed": resumed, "problems": 0, "errors": 0, "generated_tokens": 0,
+               "already_done": len(selected) - len(todo)}
+
+        def write_stats(final: bool) -> dict[str, Any]:
+            elapsed = time.monotonic() - started
+            stats = summarize(outcomes.values())
+            stats["bad_rows"] = len(loaded.skipped)
+            stats["selected_problems"] = len(selected)
+            stats["complete"] = final and all(
+                p.id in outcomes and outcomes[p.id]["status"] != ERROR for p in selected)
+            stats["this_run"] = {
+                **run,
+                "wall_seconds": round(elapsed, 3),
+                "problems_per_second": _ratio(run["problems"], elapsed),
+                "tokens_per_second": _ratio(run["generated_tokens"], elapsed),
+            }
+            stats["wall_seconds_total"] = round(wall_before + elapsed, 3)
+            stats["template"] = template.id
+            atomic_write_json(out / STATS, stats)
+            return stats
+
+        backend = None
+        try:
+            if todo:
+                backend = load_backend(config.backend, config.model, config.adapter,
+                                       config.backend_options)
+            with journal, open(out / CURATED, "a", encoding="utf-8") as curated, \
+                    progress_bar("curate", total=len(todo), enabled=config.progress) as advance:
+                advance(0, info=_live_info(outcomes))
+                generated = [0]
+
+                def on_completions(n: int) -> None:
+                    generated[0] += n
+                    advance(0, info=f"{_live_info(outcomes)} | completions {generated[0]}")
+
+                for chunk in _chunks(todo, config.batch_size):
+                    entries = process_chunk(chunk, backend=backend, template=template,
+                                            config=config, dataset=dataset_name,
+                                            progress=on_completions)
+                    for entry in entries:
+                        journal.append(entry)
+                        outcomes[entry["id"]] = entry
+                        if entry["status"] == KEPT:
+                            curated.write(json.dumps(entry["record"], ensure_ascii=False) + "\n")
+                            curated.flush()
+                            os.fsync(curated.fileno())
+                        run["problems"] += 1
+                        run["generated_tokens"] += sum(entry.get("rollout_tokens") or [])
+                        run["generated_tokens"] += entry.get("teacher_tokens") or 0
+                        if entry["status"] == ERROR:
+                            run["errors"] += 1
+                        advance(1, info=_live_info(outcomes))
+                    write_stats(final=False)
+                    if run["errors"] > config.max_errors:
+                        last = next(e for e in reversed(entries) if e["status"] == ERROR)
+                        raise SsbError(
+                            f"{run['errors']} problems failed in the backend (more than "
+                            f"--max-errors {config.max_errors}); last error: {last['error']}\n"
+                            f"Finished problems are saved in {out}; rerun to resume.")
+        finally:
+            if backend is not None:
+                backend.close()
+        stats = write_stats(final=True)
+        finish_manifest(out, manifest, stats={k: stats[k] for k in
+                                              ("problems_seen", "kept", "skipped")})
+        return stats
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+__all__ = [
+    "CurateConfig", "Selection", "PRESETS", "answer_key", "select_pair", "problem_rng",
+    "make_rollout", "summarize", "latest_outcomes", "process_chunk", "run_curate",
+    "problems_sha256", "derive_seed",
+]
