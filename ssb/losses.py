@@ -9,7 +9,8 @@ Both are turned into distributions over the same *bins* by :func:`binned_log_pro
 
 * dense: the V vocabulary entries, ``log softmax(z / T)``;
 * top-k: the k teacher tokens plus one tail bin; the student's tail bin is
-  ``log(1 - sum_k p_s)``, computed as ``logsumexp`` over the non-top-k entries for stability.
+  ``log(1 - sum_k p_s)``, computed as ``logsumexp`` over the non-top-k entries for stability
+  (no tail bin when k equals the vocabulary size).
 
 The KL of the (k+1)-bin coarsening lower-bounds the full KL (data-processing inequality) and
 equals it as k -> V.  The losses (mean over tokens; KL terms multiplied by T^2 so their gradient
@@ -53,12 +54,6 @@ class LossInputs:
     temperature: float = 1.0
 
 
-def _log1mexp(x: torch.Tensor) -> torch.Tensor:
-    """log(1 - exp(x)) for x <= 0, stable at both ends."""
-    x = x.clamp(max=0.0)
-    return torch.where(x > -math.log(2), torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def binned_log_probs(inputs: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
     """(student, teacher) log-probabilities over common bins, both at ``inputs.temperature``,
     computed in float32 (or float64 if the student logits are float64)."""
@@ -78,9 +73,12 @@ def binned_log_probs(inputs: LossInputs) -> tuple[torch.Tensor, torch.Tensor]:
         )
     idx = top.indices.to(s_logp.device).long()
     s_top = s_logp.gather(-1, idx)
-    # Student tail: log(1 - sum_top p_s); clamp keeps it finite when the top-k hold ~all mass.
-    s_tail = _log1mexp(torch.logsumexp(s_top, dim=-1).clamp(max=-1e-7))
     t_top = top.log_probs.to(device=s_logp.device, dtype=dtype)
+    if idx.shape[-1] >= s_logp.shape[-1]:
+        return s_top, t_top  # the top k are the whole vocabulary: no tail bin
+    # Student tail: logsumexp over the entries outside the top k.  Exact where the top k hold
+    # almost all the mass (log(1 - sum p) would round 1 - 1e-9 to 0 in float32).
+    s_tail = torch.logsumexp(s_logp.scatter(-1, idx, float("-inf")), dim=-1)
     t_tail = top.tail_log_mass.to(device=s_logp.device, dtype=dtype)
     return (torch.cat([s_top, s_tail[:, None]], dim=-1),
             torch.cat([t_top, t_tail[:, None]], dim=-1))
@@ -105,13 +103,11 @@ def reverse_kl(inputs: LossInputs) -> torch.Tensor:
 
 def jsd(inputs: LossInputs, beta: float = 0.5) -> torch.Tensor:
     beta = float(beta)
-    if not 0.0 <= beta <= 1.0:
-        raise SsbError(f"jsd beta must be in [0, 1], got {beta}")
+    if not 0.0 < beta < 1.0:
+        # At 0 or 1 the mixture equals one side and JSD is identically 0 (no gradient).
+        raise SsbError(f"jsd beta must be strictly between 0 and 1, got {beta} "
+                       "(use kl or rkl for the one-sided divergences)")
     s, t = binned_log_probs(inputs)
-    if beta == 0.0:
-        return _kl_rows(s, t).mean() * 0.0  # m = p_s: both terms vanish
-    if beta == 1.0:
-        return _kl_rows(t, t).mean() * 0.0
     m = torch.logsumexp(torch.stack([t + math.log(beta), s + math.log(1 - beta)]), dim=0)
     value = beta * _kl_rows(t, m) + (1 - beta) * _kl_rows(s, m)
     return value.mean() * inputs.temperature**2
@@ -144,10 +140,16 @@ def parse_loss_spec(spec: str) -> list[tuple[str, float, dict[str, float]]]:
             number = float(value) if eq else 1.0
         except ValueError:
             raise SsbError(f"--loss: {part!r} needs a number after '=' (e.g. kl=1,ce=0.5)") from None
+        if not math.isfinite(number):
+            raise SsbError(f"--loss: {part!r} is not a finite number")
         if "." in key:
             name, _, param = key.partition(".")
             params.setdefault(name, {})[param] = number
         else:
+            if key in weights:
+                raise SsbError(f"--loss: {key!r} given twice")
+            if number < 0:
+                raise SsbError(f"--loss: weight of {key!r} must be >= 0, got {number}")
             weights[key] = number
     for name in params:
         if name not in weights:
