@@ -1,0 +1,48 @@
+"""Default prompt texts (our own wording of the SSB paper's instructions) and a template helper.
+
+``PromptTemplate.teacher`` and ``.student`` are ``str.format`` templates, so literal braces are
+doubled here (``\\\\boxed{{}}`` renders as ``\\boxed{}``).  Domains register named, versioned
+templates built with :func:`make_template`; a run records ``template.id`` (``name@version``).
+"""
+
+from __future__ import annotations
+
+from ssb.types import PromptTemplate
+
+MATH_TUTOR_SYSTEM = (
+    "You are a careful math tutor. Solve the problem by reasoning step by step, checking each "
+    "calculation as you go. When you are done, write the final answer on its own at the end "
+    "inside \\boxed{}, for example \\boxed{42}."
+)
+
+STUDENT_TEMPLATE = "{question}"
+
+# The hinted teacher prompt: the problem, one verified-correct response and one response an
+# automatic checker marked wrong; the model writes one standalone solution that never reveals
+# that it saw either attempt.
+TEACHER_TEMPLATE = (
+    "Here is a problem, followed by two attempts at solving it.\n\n"
+    "### Problem\n{question}\n\n"
+    "### Attempt A (this one reached the correct answer)\n{correct}\n\n"
+    "### Attempt B (an automatic checker marked this one wrong)\n{wrong}\n\n"
+    "### Your task\n"
+    "Write one coherent, complete, step-by-step solution to the problem, as if you were solving "
+    "it for the first time. Where a step is easy to get wrong (for example the mistake made in "
+    "the attempt that was marked wrong), point out the pitfall in general terms and show the "
+    "right way to do it. Your solution must stand on its own: never mention, quote or hint that "
+    "any attempts, answers or checkers were shown to you. End with the final answer inside "
+    "\\boxed{{}}, and make it the same answer that Attempt A reached."
+)
+
+
+def make_template(name: str, version: str, domain: str, *, system: str = MATH_TUTOR_SYSTEM,
+                  student: str = STUDENT_TEMPLATE,
+                  teacher: str = TEACHER_TEMPLATE) -> PromptTemplate:
+    """A :class:`ssb.types.PromptTemplate` with the default math-tutor texts unless overridden.
+
+    Checks that ``student`` and ``teacher`` format with exactly the fields the stages pass.
+    """
+    student.format(question="q")
+    teacher.format(question="q", correct="c", wrong="w")
+    return PromptTemplate(name=name, version=version, domain=domain, system=system,
+                          student=student, teacher=teacher)
