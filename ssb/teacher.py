@@ -74,12 +74,13 @@ class TopKRows:
 
 
 def topk_from_logits(logits: torch.Tensor, top_k: int, temperature: float) -> TopKRows:
-    """Top-k of ``log_softmax(logits / T)`` plus the exact log tail mass, in float32.
+    """Top-k of ``log_softmax(logits / T)`` plus the exact log tail mass, in float32 (float64
+    for float64 logits).
 
     The tail is ``logsumexp`` of the non-top-k scaled logits minus the full ``logsumexp``: exact
     and finite even when the top k hold almost all the mass (``1 - sum p`` would round to 0).
     """
-    z = logits.float() / temperature
+    z = (logits if logits.dtype == torch.float64 else logits.float()) / temperature
     k = min(top_k, z.shape[-1])
     log_norm = torch.logsumexp(z, dim=-1)
     values, indices = z.topk(k, dim=-1)
