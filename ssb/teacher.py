@@ -276,6 +276,7 @@ def build_store(curated: str | Path, model: str, out: str | Path, *, top_k: int 
                 temperature: float = 2.0, max_length: int | None = None,
                 overlong: str = "truncate", batch_size: int = 4, dtype: str = "auto",
                 device: str | None = None, logit_chunk: int = 256, force: bool = False,
+                shard_tokens: int = 1 << 18,
                 progress: Callable[..., None] | None = None) -> dict[str, Any]:
     """Run the frozen model on every teacher view and store the top-k rows (resumable)."""
     import shutil
@@ -314,7 +315,7 @@ def build_store(curated: str | Path, model: str, out: str | Path, *, top_k: int 
                            "--out or --force to rebuild it")
         if changed:
             shutil.rmtree(out)
-    writer = TopKStoreWriter(out, meta)
+    writer = TopKStoreWriter(out, meta, shard_tokens=shard_tokens)
     todo = [e for e in examples if e.id not in writer.done_ids]
     head = lm.get_output_embeddings()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
