@@ -1,0 +1,82 @@
+"""The example third-party plugin (examples/ssb-plugin-arithmetic), through the registry."""
+
+import re
+
+import pytest
+
+from ssb.plugins import get_registry
+
+
+def test_registered_like_a_third_party_plugin():
+    report = get_registry().report()
+    entry = next(p for p in report["plugins"] if p["name"] == "arithmetic")
+    assert entry["distribution"] == "ssb-plugin-arithmetic"
+    assert entry["registers"]["datasets"] == ["arithmetic"]
+    assert entry["registers"]["verifiers"] == ["arithmetic"]
+    assert entry["registers"]["prompts"] == ["arithmetic-tutor@1"]
+
+
+def test_generation_is_deterministic_and_split_specific():
+    loader = get_registry().dataset("arithmetic")
+    a = loader.load(None, "train", filters={"n": 30, "seed": 3}).problems
+    b = loader.load(None, "train", filters={"n": 30, "seed": 3}).problems
+    c = loader.load(None, "test", filters={"n": 30, "seed": 3}).problems
+    assert [p.to_dict() for p in a] == [p.to_dict() for p in b]
+    assert [p.question for p in a] != [p.question for p in c]
+    assert len(loader.load(None, "train").problems) == 200
+    assert len(loader.load(None, "test").problems) == 50
+
+
+def _replay(question: str) -> int:
+    """Recompute a generated problem's answer from its text alone (an independent check)."""
+    value = int(re.match(r"\w+ has (\d+)", question).group(1))
+    for sentence in re.split(r"(?<=\.) ", question)[1:-1]:
+        if m := re.search(r"gets (\d+) .* with (\d+) ", sentence):
+            value += int(m.group(1)) * int(m.group(2))
+        elif m := re.search(r"gives (\d+)", sentence):
+            value -= int(m.group(1))
+        elif "doubles" in sentence:
+            value *= 2
+        elif "triples" in sentence:
+            value *= 3
+        elif "quadruples" in sentence:
+            value *= 4
+        elif "five times" in sentence:
+            value *= 5
+        elif m := re.search(r"into (\d+) equal groups", sentence):
+            assert value % int(m.group(1)) == 0
+            value //= int(m.group(1))
+        elif m := re.search(r"brings (\d+) rows .* with (\d+) in each", sentence):
+            value += int(m.group(1)) * int(m.group(2))
+        else:
+            raise AssertionError(f"unknown step: {sentence}")
+    return value
+
+
+def test_answers_match_the_text_and_steps():
+    problems = get_registry().dataset("arithmetic").load(None, "train").problems
+    for p in problems:
+        assert 2 <= p.metadata["steps"] <= 4
+        assert int(p.gold) > 0
+        assert _replay(p.question) == int(p.gold), p.question
+
+
+@pytest.mark.parametrize("response, gold, correct", [
+    (r"So she has \boxed{173} shells.", "173", True),
+    ("12 * 5 = 60, 60 + 113 = 173", "173", True),
+    (r"\boxed{172}", "173", False),
+    ("The answer is 1,730.", "1730", True),
+    ("I don't know", "3", False),
+])
+def test_verifier(response, gold, correct):
+    assert get_registry().verifier("arithmetic").verify(response, gold).correct is correct
+
+
+def test_local_file_source(tmp_path):
+    path = tmp_path / "a.jsonl"
+    path.write_text('{"question": "2+2?", "answer": 4}\n{"question": "x", "answer": "2.5"}\n')
+    from ssb.errors import DataError
+
+    with pytest.raises(DataError) as err:
+        get_registry().dataset("arithmetic").load(str(path), "train")
+    assert err.value.line == 2 and err.value.field == "answer"

@@ -1,0 +1,163 @@
+"""Time-bounded verification: guards, helper processes, threads, batches (ssb.verification)."""
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ssb.verification import (check_complexity, get_pool, latex_equal, math_verify_equal,
+                              run_bounded, verify_batch)
+
+# Passes the cheap guard but sympy needs minutes to compare it: only the kill bounds it.
+SLOW_BUT_INNOCENT = (r"\sin(x)^{200}", r"\cos(x)^{200}")
+
+
+@pytest.mark.parametrize("latex", [
+    "9^{9^{9^{9^{9}}}}", "9^{9^{9}}", "9^9^9", "(" * 5000 + ")" * 5000, "{" * 100 + "}" * 100,
+    "100000!", "x" * 5000, "10^{10^{7}}",
+])
+def test_guard_rejects_pathological(latex):
+    assert check_complexity(latex) is not None
+
+
+@pytest.mark.parametrize("latex", [
+    r"\frac{1}{2}", "2^{2^{2^{2}}}", "10^{100}", "e^{x^{2}}", "20!",
+    r"\begin{pmatrix} -1/3 \\ 2/3 \\ 5/3 \end{pmatrix}", r"\left( 3, \frac{\pi}{2} \right)",
+])
+def test_guard_accepts_normal_answers(latex):
+    assert check_complexity(latex) is None
+
+
+def test_math_verify_wrapping_bare_latex_gold():
+    # math-verify on a bare "\frac12" finds nothing; wrapped, it is 1/2
+    assert math_verify_equal(r"\frac12", "0.5") is True
+    assert math_verify_equal("30", "3") is False
+
+
+def test_pathological_answers_are_incorrect_fast():
+    for answer in ["9^{9^{9^{9^{9}}}}", "(" * 5000 + "1" + ")" * 5000]:
+        start = time.perf_counter()
+        verdict = latex_equal("1", answer, timeout=2)
+        assert not verdict.correct and verdict.error.startswith("rejected")
+        assert time.perf_counter() - start < 2
+
+
+def test_timeout_kills_and_replaces_helper_in_a_thread():
+    latex_equal("1", "1")  # warm helper
+    pool = get_pool()
+    started = pool.started
+    result = {}
+
+    def work():
+        t0 = time.perf_counter()
+        result["verdict"] = latex_equal(*SLOW_BUT_INNOCENT, timeout=1.5)
+        result["seconds"] = time.perf_counter() - t0
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive()
+    assert result["verdict"].correct is False and result["verdict"].error == "timeout"
+    assert result["seconds"] < 5
+    # the next call works, on a fresh helper
+    assert latex_equal(r"\frac{1}{2}", "0.5").correct
+    assert pool.started == started + 1
+
+
+def test_many_threads_share_the_pool():
+    items = [(r"\frac{%d}{2}" % (2 * i), str(i)) for i in range(40)]
+    with ThreadPoolExecutor(8) as ex:
+        verdicts = list(ex.map(lambda gi: latex_equal(*gi), items))
+    assert all(v.correct for v in verdicts)
+
+
+def test_run_bounded_requires_marked_function():
+    with pytest.raises(TypeError):
+        run_bounded(json.dumps, {"a": 1})
+
+
+def test_verify_batch_workers_with_timeouts_in_order():
+    items = [
+        (r"\boxed{\dfrac{1}{2}}", "0.5"),
+        (r"\boxed{%s}" % SLOW_BUT_INNOCENT[1], SLOW_BUT_INNOCENT[0]),
+        (r"\boxed{3}", "30"),
+        (r"\boxed{9^{9^{9^{9^{9}}}}}", "1"),
+        (r"\boxed{x=5}", "5"),
+    ]
+    start = time.perf_counter()
+    verdicts = verify_batch("math", items, workers=2, timeout=2.0)
+    elapsed = time.perf_counter() - start
+    assert [v.correct for v in verdicts] == [True, False, False, False, True]
+    assert verdicts[1].error == "timeout"
+    assert verdicts[0].extracted == r"\dfrac{1}{2}"
+    assert elapsed < 30  # includes starting two helpers on a busy 2-core box
+
+    in_process = verify_batch("math", items, workers=0, timeout=2.0)
+    assert [v.correct for v in in_process] == [True, False, False, False, True]
+    assert in_process[1].error == "timeout"
+
+
+def test_verify_batch_unknown_domain_lists_known():
+    from ssb.errors import SsbError
+
+    with pytest.raises(SsbError, match="known"):
+        verify_batch("no-such-domain", [("a", "b")])
+
+
+def test_strict_disables_fallbacks():
+    items = [("The answer is 7.", "7")]
+    assert verify_batch("math", items)[0].correct
+    assert not verify_batch("math", items, strict=True)[0].correct
+
+
+@pytest.mark.parametrize("gold, response, correct", [
+    # numbers, fractions, decimals, percents
+    ("0.5", r"\boxed{\dfrac{1}{2}}", True),
+    (r"\frac12", r"\boxed{0.5}", True),
+    ("30", r"\boxed{3}", False),
+    ("1000", r"\boxed{1,000}", True),
+    ("1000", r"\boxed{1{,}000}", True),
+    ("10", r"\boxed{10\%}", True),
+    ("3", r"\boxed{3.0}", True),
+    ("3", r"\boxed{2.9999}", False),
+    ("25", r"\boxed{025}", True),
+    (r"\frac{\sqrt{3}}{2}", r"\boxed{\frac{\sqrt3}2}", True),
+    (r"\frac{\sqrt{3}}{2}", r"\boxed{\frac{\sqrt2}2}", False),
+    ("-5", r"\boxed{-5}", True),
+    ("-5", r"\boxed{5}", False),
+    # equations
+    ("5", r"\boxed{x=5}", True),
+    ("5", r"\boxed{x=6}", False),
+    ("y=2x+3", r"\boxed{y = 2x + 3}", True),
+    # sets (order free), tuples and intervals (order matters)
+    (r"\{1,2\}", r"\boxed{\{2,1\}}", True),
+    ("-2, 1", r"\boxed{1, -2}", True),
+    ("(1,2)", r"\boxed{(2,1)}", False),
+    ("(1,2)", r"\boxed{(1,2)}", True),
+    ("[1,2)", r"\boxed{(1,2]}", False),
+    ("(1,2)", r"\boxed{\{1,2\}}", False),
+    (r"\{1,2\}", r"\boxed{(1,2)}", False),
+    (r"(2,12) \cup (12,102)", r"\boxed{(2,12)\cup(12,102)}", True),
+    # matrices
+    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\boxed{\begin{pmatrix}1\\2\end{pmatrix}}", True),
+    (r"\begin{pmatrix}1\\2\end{pmatrix}", r"\boxed{\begin{pmatrix}2\\1\end{pmatrix}}", False),
+    # symbolic
+    ("x^2+2x+1", r"\boxed{(x+1)^2}", True),
+    (r"\pi", r"\boxed{3.14}", False),
+    # text answers and choices
+    (r"\text{(B)}", r"\boxed{B}", True),
+    (r"\text{(B)}", r"\boxed{\text{(C)}}", False),
+    (r"\text{Evelyn}", r"\boxed{\text{Evelyn}}", True),
+    (r"\text{Evelyn}", r"\boxed{\text{Neveyl}}", False),  # an anagram is not the same name
+    (r"\text{east}", r"\boxed{East}", True),
+    # units in the gold
+    (r"\frac{270}7\text{ degrees}", r"\boxed{\frac{270}{7}}", True),
+    # nothing boxed, empty
+    ("2", "I think it is two", False),
+    ("2", r"\boxed{}", False),
+])
+def test_math_equivalences(gold, response, correct):
+    verdict = verify_batch("math", [(response, gold)])[0]
+    assert verdict.correct is correct, verdict
