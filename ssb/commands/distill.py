@@ -58,8 +58,6 @@ def register(app: typer.Typer) -> None:
           ssb distill --curated runs/curate --model M --out runs/d --teacher offline --teacher-store store\n
           accelerate launch -m ssb distill ...   (multi-GPU through the Trainer)
         """
-        from click.core import ParameterSource
-
         from ssb.distill.trainer import PRESETS, DistillConfig, run_distill
         from ssb.errors import SsbError
 
@@ -68,7 +66,9 @@ def register(app: typer.Typer) -> None:
             if preset not in PRESETS:
                 raise SsbError(f"--preset: unknown {preset!r}; known: {', '.join(PRESETS)}")
             for key, value in PRESETS[preset].items():
-                if ctx.get_parameter_source(key) == ParameterSource.DEFAULT:
+                source = ctx.get_parameter_source(key)
+                # by name: typer may carry its own copy of click's ParameterSource enum
+                if source is None or source.name == "DEFAULT":
                     values[key] = value
         for key in ("curated", "out", "teacher_store"):
             if values.get(key) is not None:
