@@ -126,8 +126,9 @@ def register(app: typer.Typer) -> None:
         console = Console()
         console.print(compare_table(report))
         for note in report["notes"]:
-            console.print(f"note: {note}", highlight=False)
+            console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
         for c in report["comparisons"]:
-            console.print(c["verdict"], highlight=False, markup=False)
+            # soft_wrap: the verdict is a sentence to read and grep, not to break mid-phrase.
+            console.print(c["verdict"], highlight=False, markup=False, soft_wrap=True)
 
     app.add_typer(eval_app, name="eval")
