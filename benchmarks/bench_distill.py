@@ -1,0 +1,402 @@
+"""Distillation memory, storage, speed and fidelity, each as a ratio measured in one run.
+
+1. Teacher store size: bytes/token of the top-k store on disk vs dense fp32 (vocab 151,936).
+2. Peak memory of one training step (collate + teacher + student + loss + backward + optimizer)
+   with the reference code's dense-teacher collator (a [batch, max_length, vocab] fp32 teacher
+   tensor, padded to full length, plus full-sequence student logits) vs ours (hidden states at
+   solution positions, chunked LM head), on a random-init tiny-hidden model with the real vocab
+   size.  Each variant runs in a fresh subprocess; the peak is sampled from /proc RSS.
+3. Step time: online-teacher distillation step vs a plain LoRA SFT step (cross-entropy only).
+4. Fidelity: KD loss from the top-k store vs the exact loss, at T=1 and T=2 (the base model on
+   the student view vs on the hinted view: the loss SSB starts from).
+
+    .venv/bin/python benchmarks/bench_distill.py                     # ~2 min on 2 idle CPU cores
+    .venv/bin/python benchmarks/bench_distill.py --fidelity-model tiny   # no real model needed
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+QWEN_VOCAB = 151_936
+SYSTEM = "You are a helpful math tutor. Reason step by step and put the final answer in \\boxed{}."
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def gsm8k_records(n: int):
+    """Curated-style records from GSM8K train: the reference solution is the target and the
+    teacher sees it as a hint (as a curated record's correct rollout would be)."""
+    from ssb.records import CuratedRecord, Rollout
+
+    shared = Path(os.environ.get("SSB_SHARED_DATA", REPO.parent / "shared" / "data"))
+    lines = (shared / "gsm8k" / "train.jsonl").read_text().splitlines()[:n]
+    records = []
+    for i, line in enumerate(lines):
+        row = json.loads(line)
+        steps, answer = row["answer"].split("####")
+        solution = (steps.replace("<<", "").replace(">>", " ").strip()
+                    + f"\nThe answer is \\boxed{{{answer.strip()}}}.")
+        hinted = (f"{row['question']}\n\nA correct response:\n{solution}\n\nA response marked "
+                  "wrong:\nThe answer is \\boxed{3}.\n\nWrite a complete step-by-step solution.")
+        ro = Rollout(text=solution, num_tokens=1, finish_reason="stop", extracted="", correct=True)
+        records.append(CuratedRecord(
+            id=f"gsm8k-{i}", question=row["question"], gold=answer.strip(), dataset="gsm8k",
+            domain="gsm8k", template="bench@1",
+            student_messages=[{"role": "system", "content": SYSTEM},
+                              {"role": "user", "content": row["question"]}],
+            teacher_messages=[{"role": "system", "content": SYSTEM},
+                              {"role": "user", "content": hinted}],
+            solution=solution, correct_rollout=ro, wrong_rollout=ro,
+            rollout_answers=[], rollout_correct=[]))
+    return records
+
+
+def real_vocab_model(path: Path, hidden: int, layers: int) -> Path:
+    """The tiny ChatML tokenizer with a random-init Qwen2 whose vocabulary is Qwen's 151,936."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from ssb.testing import build_tokenizer
+
+    if (path / "config.json").exists():
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    tok = build_tokenizer(path)
+    config = Qwen2Config(vocab_size=QWEN_VOCAB, hidden_size=hidden, intermediate_size=2 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
+                         tie_word_embeddings=False,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(config).save_pretrained(str(path))
+    return path
+
+
+def aligned(model_dir: Path, n: int, max_length: int):
+    from ssb.distill.alignment import align_records
+    from ssb.models import load_tokenizer
+
+    tok = load_tokenizer(str(model_dir))
+    examples, _ = align_records(tok, gsm8k_records(n), max_length=max_length)
+    return tok, examples
+
+
+def lora_model(model_dir: Path, seed: int = 0):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    return get_peft_model(base, LoraConfig(r=16, lora_alpha=16, task_type="CAUSAL_LM",
+                                           target_modules=["q_proj", "k_proj", "v_proj",
+                                                           "o_proj", "gate_proj", "up_proj",
+                                                           "down_proj"]))
+
+
+# -- 1. store size -----------------------------------------------------------------------------
+
+def bench_store_size(tmp: Path, k: int = 64, tokens: int = 2048) -> dict:
+    import torch
+
+    from ssb.teacher import TopKStoreWriter, topk_from_logits
+
+    writer = TopKStoreWriter(tmp / "store", {"top_k": k, "temperature": 2.0,
+                                             "vocab_size": QWEN_VOCAB})
+    g = torch.Generator().manual_seed(0)
+    for i in range(tokens // 256):
+        rows = topk_from_logits(torch.randn(256, QWEN_VOCAB, generator=g), k, 2.0)
+        writer.add(f"ex{i}", list(range(256)), rows)
+    index = writer.finish()
+    on_disk = sum((tmp / "store" / s).stat().st_size for s in index["shards"])
+    return {"k": k, "store_bytes_per_token": on_disk / tokens,
+            "dense_fp32_bytes_per_token": 4 * QWEN_VOCAB}
+
+
+# -- 2. peak memory (child processes) ----------------------------------------------------------
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakSampler:
+    """Samples RSS every millisecond in a thread; ``peak`` is the highest value seen."""
+
+    def __init__(self):
+        self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.001)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+
+def child_memory(variant: str, model_dir: str, batch: int, max_length: int) -> dict:
+    """One training step of ``variant`` in this (fresh) process; returns the RSS growth."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from ssb.distill.batching import DistillCollator, pad_view
+    from ssb.distill.step import distill_step, resolve_loss_terms
+
+    torch.set_num_threads(2)
+    tok, examples = aligned(Path(model_dir), batch, max_length)
+    examples = examples[:batch]
+    model = lora_model(Path(model_dir)).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    T = 2.0
+    tmp = Path(tempfile.mkdtemp())
+    if variant == "reference":
+        # The reference stores each example's dense teacher logits (fp32, [len, V]) on disk.
+        with torch.no_grad():
+            for i, e in enumerate(examples):
+                logits = model.get_base_model()(input_ids=torch.tensor([e.teacher_ids])).logits[0]
+                np.save(tmp / f"t{i}.npy", logits.numpy())
+                del logits
+    import gc
+
+    gc.collect()
+    base = _rss()
+    t0 = time.perf_counter()
+    with PeakSampler() as sampler:
+        if variant == "reference":
+            # collator: dense teacher [B, max_length, V] fp32 padded to full length, solution
+            # rows moved to the student's positions; student logits for every position.
+            student = pad_view([e.student_ids for e in examples],
+                               [e.student_prompt_len for e in examples], tok.pad_token_id)
+            B, L = batch, max_length
+            ids = torch.full((B, L), tok.pad_token_id)
+            mask = torch.zeros((B, L), dtype=torch.bool)
+            teacher = torch.zeros((B, L, QWEN_VOCAB), dtype=torch.float32)
+            for b, e in enumerate(examples):
+                ids[b, :len(e.student_ids)] = torch.tensor(e.student_ids)
+                t_logits = torch.from_numpy(np.load(tmp / f"t{b}.npy"))
+                n = e.num_solution_tokens
+                sp, tp = e.student_prompt_len, e.teacher_prompt_len
+                teacher[b, sp - 1:sp - 1 + n] = t_logits[tp - 1:tp - 1 + n]
+                mask[b, sp - 1:sp - 1 + n] = True
+            logits = model(input_ids=ids, attention_mask=(ids != tok.pad_token_id).long()).logits
+            s_logp = F.log_softmax(logits / T, -1)
+            t_logp = F.log_softmax(teacher / T, -1)
+            kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)
+            loss = (kl * mask).sum() / mask.sum() * T * T
+            del student
+        else:
+            terms = resolve_loss_terms("kl=1")
+            batch_t = DistillCollator(tok.pad_token_id, teacher="online")(examples)
+            loss = distill_step(model, batch_t, terms, temperature=T, teacher="online",
+                                logit_chunk=256).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return {"variant": variant, "peak_rss_growth": sampler.peak - base,
+            "seconds": time.perf_counter() - t0,
+            "solution_tokens": sum(e.num_solution_tokens for e in examples)}
+
+
+def bench_memory(model_dir: Path, batch: int, max_length: int) -> dict:
+    out = {}
+    for variant in ("reference", "ours"):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--_child", variant, "--_model", str(model_dir),
+             "--batch", str(batch), "--max-length", str(max_length)],
+            capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{variant} child failed:\n{proc.stderr[-3000:]}")
+        out[variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return out
+
+
+# -- 3. step time ------------------------------------------------------------------------------
+
+def bench_step_time(model_dir: Path, batch: int, max_length: int, repeats: int = 2) -> dict:
+    import statistics
+
+    import torch
+
+    from ssb.distill.batching import DistillCollator
+    from ssb.distill.step import distill_step, resolve_loss_terms
+
+    tok, examples = aligned(model_dir, batch, max_length)
+    model = lora_model(model_dir).train()
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    setups = {
+        "online-teacher KD": ("online", resolve_loss_terms("kl=1")),
+        "plain LoRA SFT": ("none", resolve_loss_terms("ce=1")),
+    }
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(repeats + 1):  # the first round warms up
+        for name, (teacher, terms) in setups.items():
+            t0 = time.perf_counter()
+            b = DistillCollator(tok.pad_token_id, teacher=teacher)(examples)
+            distill_step(model, b, terms, temperature=2.0, teacher=teacher).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+# -- 4. fidelity -------------------------------------------------------------------------------
+
+def bench_fidelity(model: str, n: int, max_length: int, ks=(16, 64, 256)) -> list[dict]:
+    """Exact KD loss (dense teacher logits) vs the loss from a store round trip (top-k, float16
+    log-probs, exact tail) for the base model: student view vs hinted teacher view."""
+    import torch
+
+    from ssb.distill.alignment import align_records
+    from ssb.distill.batching import pad_view
+    from ssb.distill.forward import body_hidden_at
+    from ssb.losses import LossInputs, TopKTeacher, forward_kl
+    from ssb.models import load_causal_lm, load_tokenizer, resolve
+    from ssb.teacher import TopKRows, TopKStore, TopKStoreWriter, topk_from_logits
+
+    ref = resolve(model)
+    tok = load_tokenizer(ref)
+    examples, _ = align_records(tok, gsm8k_records(n), max_length=max_length)
+    lm = load_causal_lm(ref, dtype="float32").eval()
+    with torch.no_grad():
+        logits = {}
+        for side in ("teacher", "student"):
+            view = pad_view([getattr(e, f"{side}_ids") for e in examples],
+                            [getattr(e, f"{side}_prompt_len") for e in examples], tok.pad_token_id)
+            hidden = body_hidden_at(lm, view["input_ids"], view["attention_mask"],
+                                    view["position_ids"], view["pred_index"])
+            logits[side] = lm.get_output_embeddings()(hidden)
+    targets = torch.tensor([t for e in examples for t in e.solution_ids])
+    rows = []
+    for T in (1.0, 2.0):
+        exact = forward_kl(LossInputs(logits["student"], targets, teacher_logits=logits["teacher"],
+                                      temperature=T)).item()
+        for k in ks:
+            tmp = Path(tempfile.mkdtemp())
+            writer = TopKStoreWriter(tmp, {"top_k": k, "temperature": T,
+                                           "vocab_size": logits["teacher"].shape[-1]})
+            top = topk_from_logits(logits["teacher"], k, T)
+            start = 0
+            for e in examples:
+                stop = start + e.num_solution_tokens
+                writer.add(e.id, e.solution_ids, TopKRows(
+                    top.indices[start:stop], top.log_probs[start:stop], top.tail_log_mass[start:stop]))
+                start = stop
+            writer.finish()
+            store = TopKStore(tmp)
+            stored = [store.rows(e.id, e.solution_ids) for e in examples]
+            teacher = TopKTeacher(torch.cat([r.indices for r in stored]).long(),
+                                  torch.cat([r.log_probs for r in stored]).float(),
+                                  torch.cat([r.tail_log_mass for r in stored]), T)
+            value = forward_kl(LossInputs(logits["student"], targets, teacher_topk=teacher,
+                                          temperature=T)).item()
+            rows.append({"T": T, "k": k, "exact": exact, "store": value,
+                         "rel_error": (value - exact) / exact, "tokens": int(targets.numel())})
+    return rows
+
+
+# -- main --------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=192)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--fidelity-model", default="default",
+                    help="'default' = the real small model (Qwen2.5-Coder-0.5B, vocab 151,936; "
+                         "first use converts the GGUF, ~1 min), any model reference, or 'tiny' "
+                         "(random weights: near-uniform, so the numbers mean little)")
+    ap.add_argument("--fidelity-records", type=int, default=2)
+    ap.add_argument("--_child")
+    ap.add_argument("--_model")
+    args = ap.parse_args()
+    if args._child:
+        print(json.dumps(child_memory(args._child, args._model, args.batch, args.max_length)))
+        return
+
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    t_start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        model_dir = real_vocab_model(tmp / "real-vocab", args.hidden, args.layers)
+
+        size = bench_store_size(tmp)
+        table = Table(title="teacher signal storage (vocab 151,936)")
+        for col in ("format", "bytes/token", "ratio vs dense"):
+            table.add_column(col)
+        table.add_row("dense fp32 (reference)", f"{size['dense_fp32_bytes_per_token']:,}", "1")
+        table.add_row(f"top-{size['k']} store (int32 + fp16 + tail)",
+                      f"{size['store_bytes_per_token']:.1f}",
+                      f"1/{size['dense_fp32_bytes_per_token'] / size['store_bytes_per_token']:,.0f}")
+        console.print(table)
+
+        mem = bench_memory(model_dir, args.batch, args.max_length)
+        table = Table(title=f"peak memory of one training step (batch {args.batch}, max_length "
+                            f"{args.max_length}, vocab 151,936, hidden {args.hidden})")
+        for col in ("collator / step", "peak RSS growth", "step s", "ratio"):
+            table.add_column(col)
+        ref_peak = mem["reference"]["peak_rss_growth"]
+        for name, label in (("reference", "dense teacher [B,L,V] fp32 + full logits"),
+                            ("ours", "solution positions only, chunked head")):
+            m = mem[name]
+            table.add_row(label, f"{m['peak_rss_growth'] / 2**20:,.0f} MiB", f"{m['seconds']:.2f}",
+                          f"{m['peak_rss_growth'] / ref_peak:.3f}")
+        console.print(table)
+
+        times = bench_step_time(model_dir, args.batch, args.max_length)
+        table = Table(title="step time (same model and batch; median of 2; a tiny-hidden model "
+                            "is LM-head bound)")
+        for col in ("step", "seconds", "ratio vs SFT"):
+            table.add_column(col)
+        sft = times["plain LoRA SFT"]
+        for name, sec in times.items():
+            table.add_row(name, f"{sec:.3f}", f"{sec / sft:.2f}")
+        console.print(table)
+
+        if args.fidelity_model == "tiny":
+            from ssb.testing import build_tiny_model
+
+            fid_model = str(build_tiny_model(tmp / "tiny"))
+        else:
+            fid_model = args.fidelity_model
+        fid = bench_fidelity(fid_model, args.fidelity_records, 320)
+        table = Table(title=f"fidelity: KD loss from the store vs exact (model: "
+                            f"{args.fidelity_model}, {fid[0]['tokens']} solution tokens of "
+                            f"{args.fidelity_records} GSM8K records)")
+        for col in ("T", "top-k", "exact KL x T^2", "store KL x T^2", "relative error"):
+            table.add_column(col)
+        for r in fid:
+            table.add_row(f"{r['T']:g}", str(r["k"]), f"{r['exact']:.5f}", f"{r['store']:.5f}",
+                          f"{r['rel_error']:+.2%}")
+        console.print(table)
+    console.print(f"total {time.perf_counter() - t_start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
