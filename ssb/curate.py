@@ -12,7 +12,8 @@ Selection rule (:func:`select_pair`, deterministic and independent of batching)
   no extractable answer and verdicts that errored (e.g. a verifier timeout).
 * Randomness comes from ``random.Random`` seeded with sha256("ssb-curate", seed, problem id), so a
   problem's choice depends only on the run seed and its own id, never on batch order or resume.
-* The correct example is a seeded-random choice among the correct rollouts.
+* The correct example is a seeded-random choice among the correct rollouts that finished
+  (``finish_reason == "stop"``), or among all correct ones when none finished.
 * The wrong example is a rollout of the most common wrong *answer*.  Answers are counted by
   :func:`answer_key` (whitespace removed, surrounding ``$`` and a trailing period dropped, digit
   group commas removed, plain decimals canonicalized so ``96.00`` == ``96``).  Rollouts whose
@@ -135,7 +136,9 @@ def select_pair(rollouts: Sequence[Rollout], seed: int, problem_id: str) -> Sele
     if not wrong:
         return Selection(status=ALL_CORRECT)
     rng = problem_rng(seed, problem_id)
-    correct_index = rng.choice(correct)
+    # A truncated rollout may be judged correct by a last-number fallback: prefer finished ones.
+    finished = [i for i in correct if rollouts[i].finish_reason == "stop"]
+    correct_index = rng.choice(finished or correct)
 
     by_answer: dict[str, list[int]] = {}
     for i in wrong:
@@ -368,12 +371,15 @@ def _generate_isolating(backend: Any, conversations: list[list[dict]], params: S
 
 def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, config: CurateConfig,
                   dataset: str, progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Run the whole SSB recipe on a chunk of problems; one journal entry per problem, in order."""
-    ids = [p.id for p in problems]
+    """Run the whole SSB recipe on a chunk of problems; one journal entry per problem, in order.
+
+    The sampling seed is the same for every chunk: backends that seed each conversation from
+    (seed, its content) then give a problem the same samples whatever batch it lands in.
+    """
     student_params = SamplingParams(
         n=config.rollouts, temperature=config.temperature, top_p=config.top_p,
         top_k=config.top_k, max_new_tokens=config.max_tokens,
-        seed=derive_seed(config.seed, "rollouts", *ids))
+        seed=derive_seed(config.seed, "rollouts"))
     conversations = [template.student_messages(p.question) for p in problems]
     generated = _generate_isolating(backend, conversations, student_params, progress)
 
@@ -406,7 +412,7 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
 
     teacher_params = SamplingParams(
         n=1, temperature=config.teacher_temperature, top_p=config.top_p, top_k=config.top_k,
-        max_new_tokens=config.max_tokens, seed=derive_seed(config.seed, "teacher", *ids))
+        max_new_tokens=config.max_tokens, seed=derive_seed(config.seed, "teacher"))
     teacher_conversations = [
         template.teacher_messages(p.question, rollouts[s.correct_index].text,
                                   rollouts[s.wrong_index].text)
@@ -476,7 +482,15 @@ def _rebuild_curated(path: Path, outcomes: dict[str, dict]) -> int:
     lines = [json.dumps(e["record"], ensure_ascii=False) + "\n"
              for e in outcomes.values() if e["status"] == KEPT]
     atomic_write_text(path, "".join(lines))
+    _make_readable(path)
     return len(lines)
+
+
+def _make_readable(path: Path) -> None:
+    """Give an atomically written output file the usual permissions (mkstemp makes it 0600)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def _local_inputs(source: str | None) -> list[Path]:
@@ -563,6 +577,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
             stats["wall_seconds_total"] = round(wall_before + elapsed, 3)
             stats["template"] = template.id
             atomic_write_json(out / STATS, stats)
+            _make_readable(out / STATS)
             return stats
 
         backend = None

@@ -94,6 +94,14 @@ def test_ties_are_broken_by_seed_and_problem_id_only():
     assert problem_rng(3, "x").random() != problem_rng(3, "y").random()
 
 
+def test_a_finished_correct_rollout_is_preferred_over_a_truncated_one():
+    truncated = Rollout("... 72 and then", 400, "length", "72", True)
+    rollouts = [truncated, rollout("72", True), rollout("9", False)]
+    assert {select_pair(rollouts, s, "t").correct_index for s in range(30)} == {1}
+    only_truncated = [truncated, rollout("9", False)]
+    assert select_pair(only_truncated, 0, "t").correct_index == 0
+
+
 def test_errored_verdict_is_wrong():
     r = make_rollout(Completion("\\boxed{72}", 5, "stop"),
                      Verdict(extracted="72", correct=True, error="timeout"))
