@@ -141,7 +141,7 @@ class BackendFactory:
 class Loss:
     """A distillation loss: ``fn(inputs: ssb.losses.LossInputs, **params) -> scalar tensor``.
 
-    The value is a mean over solution tokens.  ``params`` come from ``--loss name:key=value``.
+    The value is a mean over solution tokens.  ``params`` come from ``--loss name=weight,name.key=value``.
     """
 
     name: str
