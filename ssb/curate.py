@@ -74,7 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 # a resume is checked against.  Secrets are never recorded.
 VOLATILE_BACKEND_OPTIONS = {"n_threads", "threads", "concurrency", "timeout", "max_retries",
                             "base_url", "n_gpu_layers", "device", "batch_size",
-                            "gpu_memory_utilization", "delay"}
+                            "gpu_memory_utilization"}
 SECRET_BACKEND_OPTIONS = {"api_key", "token", "password"}
 
 
@@ -288,9 +288,11 @@ class CurateConfig:
                    if k not in SECRET_BACKEND_OPTIONS}
         data["backend_options"] = {k: v for k, v in options.items()
                                    if k not in VOLATILE_BACKEND_OPTIONS}
-        data["backend_runtime_options"] = {k: v for k, v in options.items()
-                                           if k in VOLATILE_BACKEND_OPTIONS}
         return data
+
+    def runtime_options(self) -> dict[str, Any]:
+        """Backend options that may change on resume (recorded in the manifest, not compared)."""
+        return {k: v for k, v in self.backend_options.items() if k in VOLATILE_BACKEND_OPTIONS}
 
 
 def problems_sha256(problems: Sequence[Problem]) -> str:
@@ -622,8 +624,8 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
             if backend is not None:
                 backend.close()
         stats = write_stats(final=True)
-        finish_manifest(out, manifest, stats={k: stats[k] for k in
-                                              ("problems_seen", "kept", "skipped")})
+        finish_manifest(out, manifest, backend_runtime_options=config.runtime_options(),
+                        stats={k: stats[k] for k in ("problems_seen", "kept", "skipped")})
         return stats
 
 

@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
         source: Optional[str] = typer.Option(None, "--source", help="Local jsonl/json/parquet path or hub id [default: the dataset's]."),
         split: str = typer.Option("train", "--split"),
         limit: Optional[int] = typer.Option(None, "--limit", help="Use only the first N problems."),
-        rollouts: Optional[int] = typer.Option(None, "--rollouts", "-k", help="Rollouts per problem (K) [default: 4]."),
+        rollouts: Optional[int] = typer.Option(None, "--rollouts", help="Rollouts per problem (K) [default: 4]."),
         seed: int = typer.Option(0, "--seed", help="Seeds sampling and the selection tie-breaks."),
         preset: Optional[str] = typer.Option(None, "--preset", help="Sampling preset: 'paper' (K=4, T=0.8, top-k 50, teacher T=0.4)."),
         temperature: Optional[float] = typer.Option(None, "--temperature", help="Rollout temperature [default: 0.8]."),
