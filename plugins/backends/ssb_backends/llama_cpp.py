@@ -1,10 +1,10 @@
 """The llama.cpp backend: llama-cpp-python on a ``.gguf`` model, CPU or GPU.
 
-The prompt is the GGUF's own ``tokenizer.chat_template`` (llama-cpp-python renders it with
-Jinja2 in ``create_chat_completion``, exactly as ``llama_cpp.server`` does).  Every sample gets
+The prompt is the GGUF's own ``tokenizer.chat_template``, rendered by llama-cpp-python's Jinja2
+formatter exactly as ``create_chat_completion`` (and so ``llama_cpp.server``) renders it.  Every sample gets
 its own seed derived from the sampling seed, the conversation's content and the sample index, so
-a conversation's samples do not depend on what else is in the batch.  The n samples of one
-conversation share the evaluated prompt through llama-cpp-python's prefix cache.
+a conversation's samples do not depend on what else is in the batch or ran before (see
+``_prime``).  The n samples of one conversation share one evaluation of the prompt.
 
 llama-cpp-python's own defaults (top_k=40, min_p=0.05, ...) are overridden on every call so the
 sampling is exactly what :class:`ssb.records.SamplingParams` says.
@@ -75,6 +75,7 @@ class LlamaCppBackend:
             raise SsbError(f"llama.cpp could not load the LoRA adapter {lora_path}")
         self.model_path = ref.location
         self.n_ctx = int(n_ctx)
+        self.formatter = _chat_formatter(self.llm, model)
 
     def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams,
                  progress: ProgressCallback | None = None) -> list[list[Completion]]:
@@ -84,9 +85,12 @@ class LlamaCppBackend:
         results: list[list[Completion]] = []
         for i, conv in enumerate(conversations):
             key = conversation_key(conv)
+            prompt, stop, criteria = self._prompt(conv, params, i)
+            self._prime(prompt)
             samples = []
             for j in range(1 if greedy else params.n):
-                samples.append(self._one(conv, params, derive_seed(params.seed, key, j), i))
+                samples.append(self._one(prompt, stop, criteria, params,
+                                         derive_seed(params.seed, key, j)))
                 if progress is not None and not greedy:
                     progress(1)
             if greedy:
@@ -96,23 +100,42 @@ class LlamaCppBackend:
             results.append(samples)
         return results
 
-    def _one(self, conv: Sequence[Message], params: SamplingParams, seed: int,
-             index: int) -> Completion:
-        try:
-            out = self.llm.create_chat_completion(
-                messages=[dict(m) for m in conv],
-                temperature=params.temperature, top_p=params.top_p,
-                top_k=params.top_k,  # llama.cpp: k <= 0 disables top-k
-                min_p=0.0, typical_p=1.0, repeat_penalty=1.0, presence_penalty=0.0,
-                frequency_penalty=0.0, max_tokens=params.max_new_tokens,
-                stop=list(params.stop) or None, seed=seed,
-            )
-        except ValueError as exc:  # e.g. "Requested tokens (5000) exceed context window"
-            raise SsbError(f"llama.cpp, conversation {index}: {exc} (raise -B n_ctx=..., "
-                           f"now {self.n_ctx})") from None
+    def _prompt(self, conv: Sequence[Message], params: SamplingParams, index: int):
+        """Token ids of the conversation through the GGUF's chat template, rendered exactly as
+        ``create_chat_completion`` (and so ``llama_cpp.server``) renders it."""
+        result = self.formatter(messages=[dict(m) for m in conv])
+        tokens = self.llm.tokenize(result.prompt.encode("utf-8"),
+                                   add_bos=not result.added_special, special=True)
+        if len(tokens) >= self.n_ctx:
+            raise SsbError(f"llama.cpp, conversation {index}: the prompt has {len(tokens)} "
+                           f"tokens, the context window n_ctx={self.n_ctx} (raise -B n_ctx=...)")
+        extra = result.stop if isinstance(result.stop, list) else [result.stop] \
+            if result.stop else []
+        return tokens, list(params.stop) + extra, result.stopping_criteria
+
+    def _prime(self, prompt: list[int]) -> None:
+        """Evaluate all but the last prompt token once per conversation.
+
+        Every sample then evaluates only the last prompt token on top of that cache.  Without
+        this the first sample would see logits from a batched prompt pass and later samples
+        from a one-token pass (llama-cpp-python's prefix reuse), which differ slightly and make
+        seeded samples depend on what ran before.  It also shares the prompt across n samples.
+        """
+        self.llm.reset()
+        if len(prompt) > 1:
+            self.llm.eval(prompt[:-1])
+
+    def _one(self, prompt: list[int], stop: list[str], criteria, params: SamplingParams,
+             seed: int) -> Completion:
+        out = self.llm.create_completion(
+            prompt=prompt, temperature=params.temperature, top_p=params.top_p,
+            top_k=params.top_k,  # llama.cpp: k <= 0 disables top-k
+            min_p=0.0, typical_p=1.0, repeat_penalty=1.0, presence_penalty=0.0,
+            frequency_penalty=0.0, max_tokens=params.max_new_tokens, stop=stop or None,
+            stopping_criteria=criteria, seed=seed,
+        )
         choice = out["choices"][0]
-        text = choice["message"].get("content") or ""
-        return Completion(text, int(out["usage"]["completion_tokens"]),
+        return Completion(choice.get("text") or "", int(out["usage"]["completion_tokens"]),
                           finish_reason_of(choice.get("finish_reason")))
 
     def close(self) -> None:
@@ -120,6 +143,23 @@ class LlamaCppBackend:
         if llm is not None:
             llm.close()
             self.llm = None
+
+
+def _chat_formatter(llm, model: str):
+    """The GGUF's ``tokenizer.chat_template`` as llama-cpp-python's Jinja2 formatter (the same
+    object ``create_chat_completion`` builds for it)."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        llm.close()
+        raise SsbError(f"{model}: the GGUF has no tokenizer.chat_template; ssb needs an "
+                       "instruct/chat model")
+    eos_id, bos_id = llm.token_eos(), llm.token_bos()
+    eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+    bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+    return Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos,
+                               stop_token_ids=[eos_id])
 
 
 def _check_gguf_lora(path: Path, base: str) -> None:
