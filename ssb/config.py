@@ -105,8 +105,16 @@ def jsonable(config: dict[str, Any]) -> dict[str, Any]:
             v = str(v)
         elif isinstance(v, tuple):
             v = list(v)
+        if isinstance(v, list):  # e.g. --backend-opt api_key=... : keep the key name only
+            v = [_redact_option(x) if isinstance(x, str) else x for x in v]
         out[k] = v
     return out
+
+
+def _redact_option(item: str) -> str:
+    key, eq, _ = item.partition("=")
+    secret = "api_key" in key.lower() or key.strip().lower() in {"token", "password"}
+    return f"{key}=<redacted>" if eq and secret else item
 
 
 def start_manifest(out_dir: Path, command: str, config: dict[str, Any],
