@@ -87,3 +87,22 @@ def build_tiny_model(path: str | Path, *, vocab_size: int = 1000, hidden_size: i
     )
     model.save_pretrained(str(path), safe_serialization=True)
     return path
+
+
+def install_plugin_module(root: str | Path, dist: str, entry_name: str, module: str,
+                          source: str, version: str = "1.2.3") -> Path:
+    """Make ``module`` (its ``source`` text) an installed distribution under ``root`` with an
+    ``ssb`` entry point, discovered by importlib.metadata exactly like a pip install.
+
+    Put ``root`` on ``sys.path`` / ``PYTHONPATH`` to load it; for testing plugins without a build.
+    """
+    import textwrap
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source))
+    info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[ssb]\n{entry_name} = {module}\n")
+    return root

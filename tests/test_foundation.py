@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -14,18 +13,11 @@ import pytest
 from ssb.errors import DataError, SsbError
 from ssb.journal import Journal, atomic_write_json, read_jsonl
 from ssb.records import CuratedRecord, Problem, Rollout, RunManifest
+from ssb.testing import install_plugin_module
 
 
 def make_dist(root: Path, dist: str, entry_name: str, module: str, source: str) -> Path:
-    """A real installed distribution on a sys.path entry: a module + .dist-info with an
-    ``ssb`` entry point, discovered by importlib.metadata exactly like a pip install."""
-    root.mkdir(parents=True, exist_ok=True)
-    (root / f"{module}.py").write_text(textwrap.dedent(source))
-    info = root / f"{dist.replace('-', '_')}-1.2.3.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 1.2.3\n")
-    (info / "entry_points.txt").write_text(f"[ssb]\n{entry_name} = {module}\n")
-    return root
+    return install_plugin_module(root, dist, entry_name, module, source)
 
 
 def run_ssb(*args: str, pythonpath: Path | None = None, env: dict | None = None):

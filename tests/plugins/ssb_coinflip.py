@@ -1,0 +1,40 @@
+"""Test-only domain for pipeline plumbing with the tiny random model, which never solves real
+problems: a response is "correct" when its length is even. Random text gives a mix of right and
+wrong rollouts, so every stage of SSB (selection, hinted solution, distill, eval) really runs."""
+
+from ssb.hookspecs import hookimpl
+from ssb.records import Problem, Verdict
+from ssb.types import DatasetLoader, LoadResult, PromptTemplate
+
+
+def load(source=None, split="train", skip_bad=False, filters=None):
+    n = int((filters or {}).get("n", 12 if split == "train" else 8))
+    return LoadResult([Problem(id=f"coinflip/{split}/{i}", question=f"Say something, number {i}.",
+                               gold="even", dataset="coinflip") for i in range(n)])
+
+
+class ParityVerifier:
+    domain = "coinflip"
+
+    def extract(self, response):
+        return "even" if len(response) % 2 == 0 else "odd"
+
+    def verify(self, response, gold):
+        extracted = self.extract(response)
+        return Verdict(extracted=extracted, correct=extracted == gold)
+
+
+@hookimpl
+def register_datasets(register):
+    register(DatasetLoader("coinflip", "coinflip", load, default_source="generated"))
+
+
+@hookimpl
+def register_verifiers(register):
+    register(ParityVerifier())
+
+
+@hookimpl
+def register_prompts(register):
+    register(PromptTemplate("coinflip", "1", "coinflip", "You are a test.", "{question}",
+                            "{question}\nRight: {correct}\nWrong: {wrong}\nWrite it well."))

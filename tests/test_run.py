@@ -1,0 +1,110 @@
+"""`ssb run` end to end on the tiny model: two rounds, the output tree, the report, and resume
+after a SIGKILL during distill (nothing complete is redone)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssb.testing import install_plugin_module
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def coinflip_path(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("coinflip-site")
+    source = (HERE / "plugins" / "ssb_coinflip.py").read_text()
+    return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
+
+
+def write_config(path: Path, model: Path, rounds: int) -> Path:
+    path.write_text(f"""
+domain = "coinflip"
+backend = "transformers"
+model = "{model}"
+rounds = {rounds}
+rollouts = 4
+seed = 0
+eval = ["coinflip"]
+eval-limit = 8
+eval-max-tokens = 12
+curate-args = "--max-tokens 12 --batch-size 4"
+distill-args = "--epochs 2 --batch-size 2 --lora-r 4 --lora-alpha 8 --max-length 256 --save-steps 1 --logging-steps 1"
+""")
+    return path
+
+
+def ssb_run(args: list[str], plugin_path: Path, **kwargs) -> subprocess.Popen:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{plugin_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return subprocess.Popen([sys.executable, "-m", "ssb", "run", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_run_two_rounds_tree_and_report(tmp_path, tiny_model_dir, coinflip_path):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=2)
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    stdout, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-4000:]
+    for r in (1, 2):
+        rd = out / f"round{r}"
+        assert (rd / "curate" / "curated.jsonl").stat().st_size > 0
+        assert (rd / "curate" / "stats.json").exists()
+        assert (rd / "distill" / "adapter" / "adapter_config.json").exists()
+        assert (rd / "distill" / "metrics.jsonl").exists()
+        assert (rd / "eval" / "coinflip" / "student" / "summary.json").exists()
+    assert (out / "round1" / "merged" / "config.json").exists()  # round 2's model
+    round2 = json.loads((out / "round2" / "curate" / "manifest.json").read_text())
+    assert round2["config"]["model"] == str(out / "round1" / "merged")
+    assert (out / "eval" / "coinflip" / "base" / "summary.json").exists()
+    report = (out / "report.md").read_text()
+    assert "## Curation" in report and "## Base vs student" in report
+    assert "student (round 1)" in report and "student (round 2)" in report
+    assert "McNemar" in report and (out / "plots" / "accuracy-per-round.png").exists()
+    assert "report.md" not in stdout or "# SSB run report" in stdout
+    data = json.loads((out / "report.json").read_text())["datasets"]["coinflip"]
+    assert [r["label"] for r in data["runs"]][0] == "base"
+    assert len(data["comparisons"]) == 2
+    # Rerunning the finished pipeline redoes nothing.
+    again = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr2 = again.communicate(timeout=300)
+    assert again.returncode == 0
+    assert "[run]" not in stderr2 and stderr2.count("[skip]") == 2 * 3 + 1
+
+
+@pytest.mark.slow
+def test_run_resumes_after_sigkill_during_distill(tmp_path, tiny_model_dir, coinflip_path):
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=1)
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    deadline = time.time() + 600
+    # Kill the whole process group once distill has written a checkpoint.
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "distill").glob("**/checkpoint-*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    curated = out / "curate" / "curated.jsonl"
+    curated_mtime = curated.stat().st_mtime_ns
+    assert not (out / "distill" / "adapter" / "adapter_config.json").exists()
+
+    again = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = again.communicate(timeout=900)
+    assert again.returncode == 0, stderr[-4000:]
+    assert "[skip] curate" in stderr and "[run] ssb distill" in stderr
+    assert curated.stat().st_mtime_ns == curated_mtime  # curate was not redone
+    assert (out / "distill" / "adapter" / "adapter_config.json").exists()
+    assert (out / "report.md").exists()
