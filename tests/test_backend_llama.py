@@ -114,3 +114,44 @@ def test_generate_command_on_llama(ssb_cli, small_gguf):
     assert code == 0, err
     data = json.loads(out.strip().splitlines()[-1])
     assert "56" in data["completions"][0]["text"]
+
+
+def test_gguf_lora_adapter_is_applied(small_gguf, tmp_path):
+    """A LoRA in peft's file format (random weights shaped for the small model's attention),
+    exported by `ssb export` to a GGUF LoRA: llama.cpp applies it (greedy text changes), and
+    at lora_scale=0 the output is the base model's again."""
+    pytest.importorskip("llama_cpp")
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    from ssb.export import export_lora_to_gguf
+
+    rng = np.random.default_rng(0)
+    r, hidden = 8, 896
+    tensors = {}
+    for layer in range(24):
+        for module in ("q_proj", "o_proj"):
+            key = f"base_model.model.model.layers.{layer}.self_attn.{module}"
+            tensors[f"{key}.lora_A.weight"] = rng.normal(0, 0.05, (r, hidden)).astype(np.float32)
+            tensors[f"{key}.lora_B.weight"] = rng.normal(0, 0.05, (hidden, r)).astype(np.float32)
+    adapter = tmp_path / "peft"
+    adapter.mkdir()
+    save_file(tensors, str(adapter / "adapter_model.safetensors"))
+    (adapter / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "r": r, "lora_alpha": 16, "target_modules": ["q_proj", "o_proj"],
+         "bias": "none"}))
+    lora = tmp_path / "adapter.gguf"
+    export_lora_to_gguf(adapter, lora, base=small_gguf)
+
+    factory = get_registry().backend("llama.cpp")
+    params = SamplingParams(temperature=0.0, max_new_tokens=12)
+    outputs = {}
+    for label, kwargs in {"base": {}, "lora": {"adapter": str(lora)},
+                          "lora_off": {"adapter": str(lora), "lora_scale": 0.0}}.items():
+        b = factory.create(str(small_gguf), n_threads=2, n_ctx=512, **kwargs)
+        try:
+            outputs[label] = b.generate([CONVS[0]], params)[0][0].text
+        finally:
+            b.close()
+    assert outputs["lora"] != outputs["base"]
+    assert outputs["lora_off"] == outputs["base"]
