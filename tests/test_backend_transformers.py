@@ -187,3 +187,23 @@ def test_generate_command_unknown_backend(ssb_cli, tiny_model_dir):
     code, _, err = ssb_cli("generate", "--backend", "nope", "--model", str(tiny_model_dir),
                            "--prompt", "hi")
     assert code == 2 and "unknown backend 'nope'" in err
+
+
+def test_model_sampling_defaults_do_not_leak(tiny_model_dir, tmp_path):
+    """A model whose generation_config says top_k=1 (i.e. greedy) must still sample freely when
+    the caller says top_k=0 (off): transformers fills unset knobs from the model's config."""
+    import shutil
+
+    from transformers import GenerationConfig
+
+    model_dir = tmp_path / "tiny-topk1"
+    shutil.copytree(tiny_model_dir, model_dir)
+    gen = GenerationConfig.from_pretrained(str(model_dir))
+    gen.top_k, gen.do_sample, gen.repetition_penalty = 1, True, 1.3
+    gen.save_pretrained(str(model_dir))
+    b = get_registry().backend("transformers").create(str(model_dir), device="cpu")
+    params = SamplingParams(n=6, temperature=1.0, top_k=0, max_new_tokens=8, seed=1)
+    texts = [c.text for c in b.generate([CONVS[1]], params)[0]]
+    assert len(set(texts)) > 1  # top_k=1 would make all six identical
+    only_top1 = b.generate([CONVS[1]], SamplingParams(**{**params.to_dict(), "top_k": 1}))[0]
+    assert len({c.text for c in only_top1}) == 1  # the caller's top_k=1 does make them equal

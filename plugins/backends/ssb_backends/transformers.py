@@ -114,19 +114,19 @@ class TransformersBackend:
             input_ids[r, width - len(p):] = torch.tensor(p, dtype=torch.long)
             attention[r, width - len(p):] = 1
         sample = params.temperature > 0
-        # A fresh config, so the model's own sampling defaults (Qwen ships top_k=20,
-        # repetition_penalty=1.05, ...) never leak in: the caller's params are the whole story.
+        # Every sampling knob is set explicitly: `generate` fills a None from the model's
+        # generation_config (Qwen ships top_k=20, repetition_penalty=1.05, ...) and then from
+        # global defaults (top_k=50), so "off" must be spelled 0 / 1.0, never None.
         cfg = GenerationConfig(
             max_new_tokens=params.max_new_tokens, do_sample=sample,
             num_return_sequences=samples, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
-            repetition_penalty=1.0,
+            temperature=params.temperature if sample else 1.0,
+            top_p=params.top_p if sample else 1.0,
+            top_k=params.top_k if sample else 0,  # 0 = off
+            typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
         )
-        if sample:
-            cfg.temperature = params.temperature
-            cfg.top_p = params.top_p
-            cfg.top_k = params.top_k if params.top_k > 0 else None
-        else:
-            cfg.temperature, cfg.top_p, cfg.top_k = None, None, None
+        if getattr(self.model.generation_config, "min_p", None) is not None:
+            cfg.min_p = 0.0  # neutral, rather than inherit the model's
         kwargs: dict[str, Any] = {}
         if params.stop:
             cfg.stop_strings = list(params.stop)
