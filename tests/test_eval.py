@@ -255,10 +255,13 @@ def test_eval_small_model_gsm8k_agrees_with_ssb_verify(small_gguf, shared_data, 
     `ssb verify` says about the same responses."""
     pytest.importorskip("llama_cpp")
     out = tmp_path / "run"
+    # n_threads=1: on a busy 2-core box llama.cpp's 2-thread barrier stalls (measured 5.5x
+    # slower than 1 thread at load 6); on an idle box 1 thread costs less than 2x.
     code, stdout, err = ssb_cli(
         "eval", "--dataset", "gsm8k", "--source", str(shared_data / "gsm8k" / "test.jsonl"),
         "--backend", "llama.cpp", "--model", str(small_gguf), "--limit", "10",
-        "--max-tokens", "400", "-B", "n_threads=2", "-B", "n_ctx=1024", "--no-progress",
+        "--max-tokens", "320", "-B", "n_threads=1", "-B", "n_ctx=1024", "--batch-size", "2",
+        "--no-progress",
         "--json", "--out", str(out))
     assert code == 0, err
     summary = json.loads(stdout)
@@ -298,7 +301,7 @@ def test_eval_with_peft_adapter_on_llama_cpp_matches_transformers(small_gguf, tm
     common = ["--dataset", "arithmetic", "--limit", "2", "--max-tokens", "16", "--no-progress",
               "--json", "--adapter", str(tmp_path / "lora")]
     code, stdout, err = ssb_cli("eval", *common, "--backend", "llama.cpp", "--model",
-                                str(small_gguf), "-B", "n_threads=2", "--out",
+                                str(small_gguf), "-B", "n_threads=1", "--out",
                                 str(tmp_path / "llama"))
     assert code == 0, err
     assert (tmp_path / "llama" / "adapter.gguf").is_file()
@@ -308,7 +311,7 @@ def test_eval_with_peft_adapter_on_llama_cpp_matches_transformers(small_gguf, tm
     assert code == 0, err
     code, stdout, err = ssb_cli("eval", "--dataset", "arithmetic", "--limit", "2",
                                 "--max-tokens", "16", "--no-progress", "--backend", "llama.cpp",
-                                "--model", str(small_gguf), "-B", "n_threads=2", "--out",
+                                "--model", str(small_gguf), "-B", "n_threads=1", "--out",
                                 str(tmp_path / "base"))
     assert code == 0, err
     texts = {name: [r["samples"][0]["text"] for r in _read_jsonl(tmp_path / name /

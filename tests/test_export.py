@@ -201,7 +201,7 @@ def test_llama_cpp_adapter_matches_transformers_adapter(small_gguf, tmp_path):
         return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
     def llama_greedy(lora: str | None):
-        kwargs = dict(model_path=str(small_gguf), n_ctx=512, n_threads=2, verbose=False,
+        kwargs = dict(model_path=str(small_gguf), n_ctx=512, n_threads=1, verbose=False,
                       logits_all=True)
         if lora:
             kwargs["lora_path"] = lora
