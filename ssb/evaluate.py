@@ -435,6 +435,12 @@ def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,
     datasets = {(r.summary.get("dataset"), r.summary.get("split")) for r in runs}
     if len(datasets) > 1:
         notes.append(f"runs are on different datasets/splits: {sorted(map(str, datasets))}")
+    # A comparison is about the model/adapter; other differences would confound it.
+    for key in ("template", "samples", "temperature", "top_p", "top_k", "max_tokens"):
+        values = {json.dumps((r.summary.get("settings") or {}).get(key)) for r in runs}
+        if len(values) > 1:
+            notes.append(f"runs differ in {key} ({', '.join(sorted(values))}): the difference "
+                         "is not only the model/adapter")
     for r in runs:
         if len(r.scores) != len(shared):
             notes.append(f"{r.label}: {len(r.scores) - len(shared)} problems not shared by all "

@@ -173,7 +173,8 @@ def Journal_read(path: Path) -> list[dict]:
 # -- compare on constructed runs ------------------------------------------------------------------
 
 def _write_run(path: Path, flags: list[bool], *, dataset: str = "aime24", model: str = "m",
-               adapter: str | None = None, ids: list[str] | None = None) -> Path:
+               adapter: str | None = None, ids: list[str] | None = None,
+               max_tokens: int = 4096) -> Path:
     """A finished run directory as `ssb eval` writes it (results.jsonl + summary.json)."""
     from ssb.evaluate import summarize
     from ssb.journal import atomic_write_json
@@ -189,7 +190,9 @@ def _write_run(path: Path, flags: list[bool], *, dataset: str = "aime24", model:
     (path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     atomic_write_json(path / "summary.json", {"dataset": dataset, "split": "test",
                                               "model": model, "adapter": adapter,
-                                              "backend": "vllm", **summarize(rows)})
+                                              "backend": "vllm", **summarize(rows),
+                                              "settings": {"temperature": 0.0,
+                                                           "max_tokens": max_tokens}})
     return path
 
 
@@ -228,8 +231,13 @@ def test_compare_detects_a_real_gain_over_shared_problems_only(tmp_path, ssb_cli
     assert (c["a_only"], c["b_only"]) == (5, 45) and c["mcnemar_p"] < 1e-8
     assert c["ci_low"] > 0
     assert any("not shared" in n for n in report["notes"])
+    assert not any("differ in" in n for n in report["notes"])
     code, stdout, _ = ssb_cli("eval", "compare", str(a), str(b))
     assert "significant at the 95% level" in stdout and "NOT" not in stdout
+    # A run with another token budget is flagged: the gain would not be the adapter's alone.
+    c2 = _write_run(tmp_path / "short", better, dataset="gsm8k", max_tokens=512)
+    code, stdout, _ = ssb_cli("eval", "compare", str(a), str(c2), "--json")
+    assert any("differ in max_tokens" in n for n in json.loads(stdout)["notes"])
 
 
 def test_compare_errors_name_the_problem(tmp_path, ssb_cli):
