@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -166,6 +167,36 @@ def hf_dir(model: str | ModelRef) -> str:
     target = cache_dir() / "hf" / f"{gguf.stem}-{key}"
     if (target / "config.json").exists():
         return str(target)
+    # Several processes (parallel tests, curate + eval) may ask at once: one converts, the
+    # others wait and then find the finished directory.
+    with _file_lock(_mkdir(target.parent) / f".{target.name}.lock"):
+        if (target / "config.json").exists():
+            return str(target)
+        _convert_gguf(gguf, target)
+    return str(target)
+
+
+@contextmanager
+def _file_lock(path: Path):
+    """An exclusive advisory lock on ``path`` (no-op where fcntl is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _convert_gguf(gguf: Path, target: Path) -> None:
+    """Dequantize ``gguf`` into an HF directory at ``target`` (written aside, then renamed).
+
+    Measured for the default model on 2 busy CPU cores: 78 s, 2.5 GB, peak RSS 3.9 GB; loading
+    the result later takes ~1.4 s."""
     print(f"ssb: converting {gguf.name} to a cached HF directory (once)...", file=sys.stderr)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -181,13 +212,12 @@ def hf_dir(model: str | ModelRef) -> str:
             del mdl.config.quantization_config
         mdl.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if target.exists():
+        if target.exists():  # a half-written directory from a crash (no config.json)
             shutil.rmtree(target)
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-    return str(target)
 
 
 def _mkdir(p: Path) -> Path:

@@ -207,3 +207,27 @@ def test_model_sampling_defaults_do_not_leak(tiny_model_dir, tmp_path):
     assert len(set(texts)) > 1  # top_k=1 would make all six identical
     only_top1 = b.generate([CONVS[1]], SamplingParams(**{**params.to_dict(), "top_k": 1}))[0]
     assert len({c.text for c in only_top1}) == 1  # the caller's top_k=1 does make them equal
+
+
+@pytest.mark.llama
+def test_same_greedy_text_as_llama_cpp_from_the_same_gguf(small_gguf):
+    """transformers runs the GGUF through its cached HF conversion; with the same chat template
+    and prompt ids, greedy decoding agrees with llama.cpp on the real small model."""
+    pytest.importorskip("llama_cpp")
+    reg = get_registry()
+    conv = [[{"role": "system", "content": "You are a helpful math tutor. Answer briefly."},
+             {"role": "user", "content": "What is 7 * 8?"}]]
+    params = SamplingParams(temperature=0.0, max_new_tokens=12)
+    hf = reg.backend("transformers").create(str(small_gguf), device="cpu")
+    try:
+        hf_out = hf.generate(conv, params)[0][0]
+    finally:
+        hf.close()
+    lc = reg.backend("llama.cpp").create(str(small_gguf), n_threads=2, n_ctx=512)
+    try:
+        lc_out = lc.generate(conv, params)[0][0]
+    finally:
+        lc.close()
+    assert "56" in hf_out.text
+    assert hf_out.text == lc_out.text
+    assert (hf_out.num_tokens, hf_out.finish_reason) == (lc_out.num_tokens, lc_out.finish_reason)
