@@ -22,6 +22,13 @@ Selection rule (:func:`select_pair`, deterministic and independent of batching)
   the keys in sorted order); among rollouts sharing the chosen answer, one is picked by the RNG.
   The RNG draws in that fixed order: correct rollout, answer tie, wrong rollout.
 
+Keeping the robust solution
+---------------------------
+The teacher's solution is kept only when it verifies against the gold with *strict* extraction
+(a boxed final answer; no "last number" fallback) and it finished on its own
+(``finish_reason == "stop"``): a truncated text can look right to a lenient checker.  Otherwise
+the problem is skipped as ``teacher_wrong``.
+
 Crash consistency
 -----------------
 ``DIR/journal.jsonl`` is the source of truth: one fsync'd line per finished problem, whatever its
@@ -333,12 +340,13 @@ class _Lock:
             self.fd = None
 
 
-def _verify(domain: str, items: list[tuple[str, str]], workers: int) -> list[Verdict]:
+def _verify(domain: str, items: list[tuple[str, str]], workers: int,
+            strict: bool = False) -> list[Verdict]:
     if not items:
         return []
     from ssb.verification import verify_batch
 
-    verdicts = verify_batch(domain, items, workers=workers)
+    verdicts = verify_batch(domain, items, workers=workers, strict=strict)
     if len(verdicts) != len(items):
         raise SsbError(f"verify_batch returned {len(verdicts)} verdicts for {len(items)} items")
     return verdicts
@@ -423,7 +431,9 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
     solutions = _generate_isolating(backend, teacher_conversations, teacher_params, progress)
     solution_items = [(r[0].text, p.gold) for (_, p, _, _), r in zip(pending, solutions)
                       if not isinstance(r, str)]
-    solution_verdicts = iter(_verify(config.domain, solution_items, config.workers))
+    # The solution becomes a training target: its answer must be boxed (strict extraction) and
+    # it must have ended on its own -- a truncated text can "verify" by a last-number fallback.
+    solution_verdicts = iter(_verify(config.domain, solution_items, config.workers, strict=True))
 
     for (i, p, rollouts, s), teacher_messages, result in zip(pending, teacher_conversations,
                                                               solutions):
@@ -437,10 +447,12 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
             continue
         solution = result[0]
         verdict = next(solution_verdicts)
-        ok = bool(verdict.correct) and verdict.error is None
+        ok = (bool(verdict.correct) and verdict.error is None
+              and solution.finish_reason == "stop")
         entry["teacher_tokens"] = int(solution.num_tokens)
         entry["teacher_correct"] = ok
         entry["teacher_extracted"] = verdict.extracted
+        entry["teacher_finish_reason"] = solution.finish_reason
         if not ok:
             entry["status"] = TEACHER_WRONG
             continue

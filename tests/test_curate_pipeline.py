@@ -43,9 +43,11 @@ def check_curated_run(out: Path, domain: str, problems, rollouts: int) -> dict:
         assert r.gold == gold and r.question == by_id[r.id].question
         checks += [(r.solution, gold), (r.correct_rollout.text, gold), (r.wrong_rollout.text, gold)]
     verdicts = verify_batch(domain, checks)
+    strict = verify_batch(domain, [(r.solution, by_id[r.id].gold) for r in records], strict=True)
     for i, r in enumerate(records):
         solution_ok, correct_ok, wrong_ok = (v.correct for v in verdicts[3 * i: 3 * i + 3])
-        assert solution_ok, f"{r.id}: kept solution does not verify"
+        assert solution_ok and strict[i].correct, f"{r.id}: kept solution does not verify"
+        assert r.metadata["solution_finish_reason"] == "stop", f"{r.id}: truncated solution"
         assert correct_ok and r.correct_rollout.correct, f"{r.id}: correct rollout is not correct"
         assert not wrong_ok and not r.wrong_rollout.correct, f"{r.id}: wrong rollout is correct"
 
@@ -130,6 +132,12 @@ def test_replayed_pipeline_keeps_every_invariant(replay_plugin, shared_data, tmp
     stats = check_curated_run(out, "gsm8k", _gsm8k_problems(shared_data, RECORDED_PROBLEMS), 4)
     assert printed["kept"] == stats["kept"] >= 1
     assert stats["problems_seen"] == RECORDED_PROBLEMS and stats["skipped"]["errors"] == 0
+    # Recorded fact: problem 0's hinted solution boxed the right answer but hit --max-tokens;
+    # a truncated solution is never kept.
+    journal = {e["id"]: e for e in map(json.loads, (out / JOURNAL).read_text().splitlines())}
+    first = journal["gsm8k/train/0"]
+    assert first["status"] == "teacher_wrong" and first["teacher_finish_reason"] == "length"
+    assert first["teacher_extracted"] == "72"
     # Rerunning the finished command does nothing and changes nothing.
     before = (out / CURATED).read_bytes(), (out / JOURNAL).read_bytes()
     code, _, err = ssb_cli(*_replay_args(shared_data, out, RECORDING, "--batch-size", "3"))
@@ -253,7 +261,11 @@ def test_arithmetic_domain_replayed(replay_plugin, tmp_path, ssb_cli):
 @pytest.mark.llama
 @pytest.mark.slow
 def test_full_pipeline_on_the_real_small_model(small_gguf, shared_data, tmp_path):
-    """Real model, real llama.cpp backend, the first GSM8K train problems (paper sampling)."""
+    """Real model, real llama.cpp backend, the first GSM8K train problems (paper sampling).
+
+    With --seed 0 the llama.cpp backend's samples depend only on the seed and the conversation,
+    so these are (up to numerics) the recorded rollouts again: problems 0 and 2 have right and
+    wrong rollouts, problem 1 none right -- the keep and the skip paths run on the real engine."""
     pytest.importorskip("llama_cpp")
     n = 3
     out = tmp_path / "run"
@@ -261,9 +273,29 @@ def test_full_pipeline_on_the_real_small_model(small_gguf, shared_data, tmp_path
         domain="gsm8k", backend="llama.cpp", model=str(small_gguf), out=out,
         source=str(shared_data / "gsm8k" / "train.jsonl"), limit=n, rollouts=4, seed=0,
         max_tokens=400, batch_size=n, progress=False,
-        backend_options={"n_threads": 2, "n_ctx": 4096})
+        backend_options={"n_threads": 2, "n_ctx": 4096})  # same max_tokens as the recording
     stats = run_curate(config)
     checked = check_curated_run(out, "gsm8k", _gsm8k_problems(shared_data, n), 4)
     assert checked["problems_seen"] == stats["problems_seen"] == n
     assert stats["skipped"]["errors"] == 0
     assert stats["rollouts"] == 4 * n and stats["this_run"]["tokens_per_second"] > 0
+
+
+def test_config_file_supplies_flags_and_flags_win(replay_plugin, shared_data, tmp_path, ssb_cli):
+    config = tmp_path / "curate.toml"
+    config.write_text(f'domain = "gsm8k"\nbackend = "replay"\nmodel = "{RECORDING}"\n'
+                      f'source = "{shared_data / "gsm8k" / "train.jsonl"}"\n'
+                      '[curate]\nlimit = 2\nbatch-size = 2\nteacher-temperature = 0.4\n'
+                      'max-tokens = 333\n')
+    out = tmp_path / "run"
+    code, _, err = ssb_cli("curate", "--config", str(config), "--max-tokens", "400",
+                           "--no-progress", "--out", str(out))
+    assert code == 0, err
+    recorded = json.loads((out / "manifest.json").read_text())["config"]
+    assert recorded["batch_size"] == 2 and recorded["limit"] == 2
+    assert recorded["max_tokens"] == 400 and recorded["rollouts"] == 4
+    assert json.loads((out / STATS).read_text())["problems_seen"] == 2
+    bad = tmp_path / "bad.toml"
+    bad.write_text("rolouts = 4\n")
+    code, _, err = ssb_cli("curate", "--config", str(bad), "--out", str(out))
+    assert code == 2 and "rolouts" in err

@@ -108,6 +108,9 @@ def test_sigkill_at_many_moments_then_resume_equals_uninterrupted_run(replay_plu
     journal = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     ids = [e["id"] for e in journal]
     assert len(ids) == len(set(ids)) == PROBLEMS, "a problem was processed twice or lost"
+    ref_journal = [json.loads(line) for line in (reference / "journal.jsonl").read_text()
+                   .splitlines()]
+    assert {e["id"]: e for e in journal} == {e["id"]: e for e in ref_journal}
     stats = json.loads((out / "stats.json").read_text())
     ref_stats = json.loads((reference / "stats.json").read_text())
     for key in ("problems_seen", "kept", "skipped", "rollouts", "rollouts_correct"):
