@@ -260,6 +260,7 @@ class CurateConfig:
     top_p: float = 1.0
     teacher_temperature: float = 0.4
     max_tokens: int = 1024
+    teacher_max_tokens: int | None = None  # default: max_tokens (hinted solutions run longer)
     template: str | None = None
     batch_size: int = 8
     max_errors: int = 10
@@ -280,6 +281,8 @@ class CurateConfig:
             raise SsbError(f"--limit must be >= 0, got {self.limit}")
         if self.max_tokens < 1:
             raise SsbError(f"--max-tokens must be >= 1, got {self.max_tokens}")
+        if self.teacher_max_tokens is not None and self.teacher_max_tokens < 1:
+            raise SsbError(f"--teacher-max-tokens must be >= 1, got {self.teacher_max_tokens}")
         if self.max_errors < 0:
             raise SsbError(f"--max-errors must be >= 0, got {self.max_errors}")
         for name in ("temperature", "teacher_temperature"):
@@ -422,7 +425,8 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
 
     teacher_params = SamplingParams(
         n=1, temperature=config.teacher_temperature, top_p=config.top_p, top_k=config.top_k,
-        max_new_tokens=config.max_tokens, seed=derive_seed(config.seed, "teacher"))
+        max_new_tokens=config.teacher_max_tokens or config.max_tokens,
+        seed=derive_seed(config.seed, "teacher"))
     teacher_conversations = [
         template.teacher_messages(p.question, rollouts[s.correct_index].text,
                                   rollouts[s.wrong_index].text)

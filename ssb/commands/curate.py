@@ -37,6 +37,7 @@ def register(app: typer.Typer) -> None:
         top_p: Optional[float] = typer.Option(None, "--top-p", help="Top-p for sampling (default: 1.0)."),
         teacher_temperature: Optional[float] = typer.Option(None, "--teacher-temperature", help="Temperature of the robust solution (default: 0.4)."),
         max_tokens: int = typer.Option(1024, "--max-tokens", help="Max new tokens per rollout / solution."),
+        teacher_max_tokens: Optional[int] = typer.Option(None, "--teacher-max-tokens", help="Max new tokens of the robust solution (default: --max-tokens); a truncated solution is never kept."),
         template: Optional[str] = typer.Option(None, "--template", help="Prompt template name (default: the domain's first)."),
         batch_size: int = typer.Option(8, "--batch-size", help="Problems per backend call."),
         max_errors: int = typer.Option(10, "--max-errors", help="Stop after more than this many failed problems in one run."),
@@ -64,7 +65,7 @@ def register(app: typer.Typer) -> None:
         cfg = CurateConfig(
             domain=domain, backend=backend, model=model, out=out, dataset=dataset,
             source=source, split=split, limit=limit, seed=seed,
-            max_tokens=max_tokens, template=template, batch_size=batch_size,
+            max_tokens=max_tokens, teacher_max_tokens=teacher_max_tokens, template=template, batch_size=batch_size,
             max_errors=max_errors, workers=workers, skip_bad=skip_bad, adapter=adapter,
             backend_options=parse_backend_options(backend_opt), force=force,
             progress=progress, **sampling,
