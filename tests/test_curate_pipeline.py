@@ -268,10 +268,11 @@ def test_arithmetic_domain_replayed(replay_plugin, tmp_path, ssb_cli):
 def test_full_pipeline_on_the_real_small_model(small_gguf, shared_data, tmp_path):
     """Real model, real llama.cpp backend, the first GSM8K train problems (paper sampling).
 
-    The llama.cpp backend seeds each sample from (seed, conversation), so with the recording's
-    settings (--seed 0, 400 tokens, n_threads=1: thread count changes the numerics) the engine
-    repeats the recorded rollouts: problem 2 is kept, 0 and 1 are skipped -- the keep and skip
-    paths both run on the real engine.  (With n_threads=2 it sampled differently and kept none.)"""
+    Measured here (2 busy cores, 194-552 s): problem 0 gets 3/4 right and goes to the teacher,
+    whose hinted solution hits 400 tokens (teacher_wrong); problems 1-2 are all_wrong.  The
+    samples differ from the recording for problems 1-2 although the settings match (llama.cpp's
+    prefix cache makes them depend on what was evaluated before), so the kept-record invariants
+    are checked on the recorded outputs by the replay tests, and here whenever a record is kept."""
     pytest.importorskip("llama_cpp")
     n = 3
     out = tmp_path / "run"
@@ -279,7 +280,7 @@ def test_full_pipeline_on_the_real_small_model(small_gguf, shared_data, tmp_path
         domain="gsm8k", backend="llama.cpp", model=str(small_gguf), out=out,
         source=str(shared_data / "gsm8k" / "train.jsonl"), limit=n, rollouts=4, seed=0,
         max_tokens=400, batch_size=n, progress=False,
-        backend_options={"n_threads": 1, "n_ctx": 4096})  # the recording's settings
+        backend_options={"n_threads": 1, "n_ctx": 4096})
     stats = run_curate(config)
     checked = check_curated_run(out, "gsm8k", _gsm8k_problems(shared_data, n), 4)
     assert checked["problems_seen"] == stats["problems_seen"] == n
