@@ -58,21 +58,22 @@ class PipelineConfig:
 PRESETS: dict[str, dict[str, Any]] = {
     # The README's main job: offline, CPU, ~20-30 min on 2 cores with the real small model.
     "demo": {
-        "domain": "arithmetic", "dataset": "arithmetic", "split": "train", "limit": 24,
+        "domain": "arithmetic", "dataset": "arithmetic", "split": "train", "limit": 16,
         "backend": "llama.cpp", "model": "default", "backend_opt": ["n_threads=2"],
         "rollouts": 4, "seed": 0, "eval": ["arithmetic"], "eval_split": "test",
         "eval_limit": 30, "eval_max_tokens": 384,
-        "curate_args": ["--max-tokens", "384"],
-        "distill_args": ["--epochs", "2", "--lora-r", "16", "--lora-alpha", "32",
+        "curate_args": ["--max-tokens", "384", "--teacher-max-tokens", "512",
+                        "--batch-size", "4"],
+        "distill_args": ["--epochs", "1", "--lora-r", "16", "--lora-alpha", "32",
                          "--batch-size", "2", "--lr", "2e-4", "--temperature", "2",
-                         "--loss", "kl=1,ce=0", "--max-length", "768"],
+                         "--loss", "kl=1,ce=0", "--max-length", "1024", "--logging-steps", "1"],
     },
     # The paper's recipe on a GPU: Qwen2.5-3B-Instruct, 256 GSM8K problems, vLLM rollouts.
     "paper": {
         "domain": "gsm8k", "dataset": "gsm8k", "split": "train", "limit": 256,
         "backend": "vllm", "model": "Qwen/Qwen2.5-3B-Instruct", "rollouts": 4, "seed": 0,
         "eval": ["gsm8k", "math500", "aime24", "amc23"], "eval_split": "test",
-        "eval_max_tokens": 2048,
+        "eval_max_tokens": 4096, "backend_opt": ["max_model_len=8192"],
         "curate_args": ["--preset", "paper"],
         "distill_args": ["--preset", "paper"],
     },

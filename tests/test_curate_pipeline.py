@@ -256,11 +256,14 @@ def test_arithmetic_domain_replayed(replay_plugin, tmp_path, ssb_cli):
     problems = get_registry().dataset("arithmetic").load(None, "train").problems[:ARITH_PROBLEMS]
     stats = check_curated_run(out, "arithmetic", problems, 4)
     assert stats["problems_seen"] == ARITH_PROBLEMS and stats["skipped"]["errors"] == 0
-    # Recorded fact (400 new tokens): the 0.5B model gets 2/32 rollouts right; one problem has
-    # a right and a wrong rollout, and its hinted solution was cut off at --max-tokens, so the
-    # teacher path ran and nothing was kept.  The offline demo needs a larger token budget.
-    assert stats["rollouts_correct"] == 2 and stats["teacher_attempts"] == 1
-    assert stats["skipped"]["teacher_wrong"] == 1 and stats["kept"] == 0
+    # Recorded facts (400 new tokens, see tests/data/README.md): the 0.5B model gets 13/32
+    # rollouts right; problem 4 is all correct and problem 0 all wrong; 6 problems reach the
+    # hinted teacher, 3 of whose solutions verify (one is cut off at --max-tokens).
+    assert stats["rollouts_correct"] == 13 and stats["teacher_attempts"] == 6
+    assert stats["skipped"] == {"all_correct": 1, "all_wrong": 1, "teacher_wrong": 3, "errors": 0}
+    assert stats["kept"] == 3
+    kept = [json.loads(line)["id"] for line in (out / "curated.jsonl").read_text().splitlines()]
+    assert kept == ["arithmetic/train/3", "arithmetic/train/5", "arithmetic/train/6"]
 
 
 @pytest.mark.llama
