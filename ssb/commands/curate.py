@@ -51,7 +51,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Curate SSB training data: K rollouts, verify, pick a right and a wrong one, and keep
         the model's hinted robust solution when it verifies.  Writes DIR/curated.jsonl,
-        DIR/stats.json, DIR/manifest.json (and DIR/journal.jsonl, which makes reruns resume)."""
+        DIR/stats.json, DIR/manifest.json (and DIR/journal.jsonl, which makes reruns resume).
+
+        Examples:\n
+          ssb curate --domain arithmetic --backend llama.cpp --model default --limit 16 --out runs/c\n
+          ssb curate --domain gsm8k --source ../shared/data/gsm8k/train.jsonl --backend llama.cpp --model default --limit 32 --out runs/c\n
+          ssb curate --domain gsm8k --backend vllm --model Qwen/Qwen2.5-3B-Instruct --preset paper --limit 256 --out runs/paper/curate
+        """
         from ssb.commands._common import parse_backend_options
         from ssb.curate import PRESETS, CurateConfig, run_curate
         from ssb.errors import SsbError

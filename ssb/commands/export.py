@@ -27,6 +27,9 @@ def register(app: typer.Typer) -> None:
 
         Load it next to the base GGUF: llama-cpp-python `Llama(model_path=BASE,
         lora_path=OUT)`, `llama-cli -m BASE --lora OUT`, or Ollama's `ADAPTER OUT`.
+        Examples:\n
+          ssb export --adapter runs/d/adapter --gguf runs/d/adapter.gguf\n
+          ssb export --adapter runs/d/adapter --gguf student-lora.gguf --base default
         """
         from ssb.export import export_lora_to_gguf
 

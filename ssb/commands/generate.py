@@ -37,7 +37,13 @@ def register(app: typer.Typer) -> None:
         backend_opt: list[str] = backend_opt_option(),
         config: Optional[str] = config_option(),
     ) -> None:
-        """Sample completions for one prompt from a backend, through the model's chat template."""
+        """Sample completions for one prompt from a backend, through the model's chat template.
+
+        Examples:\n
+          ssb generate --backend llama.cpp --model default --prompt "What is 17*23?" -n 2\n
+          ssb generate -b transformers -m Qwen/Qwen2.5-3B-Instruct --adapter runs/d/adapter --prompt "..." --json\n
+          ssb generate -b openai -m served-name -B base_url=http://127.0.0.1:8000/v1 --prompt "..."
+        """
         import sys
         import time
 
