@@ -25,6 +25,6 @@ $PY -m pip install --quiet \
   -e ".[test]" \
   -e plugins/gsm8k \
   -e plugins/math \
-  -e "plugins/backends[llama,openai,server]" \
+  -e "plugins/backends[llama,llama-server,openai]" \
   -e examples/ssb-plugin-arithmetic
 echo "$want" > "$stamp"

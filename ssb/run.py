@@ -189,9 +189,12 @@ def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
 
 
 def run_pipeline(cfg: PipelineConfig, log: Any = print) -> Path:
+    from ssb.config import finish_manifest, start_manifest
+
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "pipeline.json", asdict(cfg))
+    manifest = start_manifest(out, "run", asdict(cfg), seed=cfg.seed)
     base_model = cfg.model
     round_model = base_model
     distill_base = cfg.distill_model or base_model
@@ -221,6 +224,7 @@ def run_pipeline(cfg: PipelineConfig, log: Any = print) -> Path:
     from ssb.report import write_report
 
     write_report(out, cfg, rounds)
+    finish_manifest(out, manifest)
     return out / "report.md"
 
 

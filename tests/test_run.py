@@ -68,6 +68,9 @@ def test_run_two_rounds_tree_and_report(tmp_path, tiny_model_dir, coinflip_path)
     round2 = json.loads((out / "round2" / "curate" / "manifest.json").read_text())
     assert round2["config"]["model"] == str(out / "round1" / "merged")
     assert (out / "eval" / "coinflip" / "base" / "summary.json").exists()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["command"] == "run" and manifest["finished"]
+    assert manifest["config"]["rounds"] == 2 and manifest["plugins"]["ssb-coinflip"] == "1.2.3"
     report = (out / "report.md").read_text()
     assert "## Curation" in report and "## Base vs student" in report
     assert "student (round 1)" in report and "student (round 2)" in report
