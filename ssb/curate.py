@@ -41,7 +41,6 @@ it.  Problems already in the journal are not redone, except those whose outcome 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -320,29 +319,6 @@ def derive_seed(seed: int, *parts: str) -> int:
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
-class _Lock:
-    """An exclusive lock on the output directory (released by the kernel if we are killed)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> "_Lock":
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise SsbError(f"another `ssb curate` is writing to {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None
-
-
 def _verify(domain: str, items: list[tuple[str, str]], workers: int,
             strict: bool = False) -> list[Verdict]:
     if not items:
@@ -534,7 +510,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     """Curate ``config.out``: resumable; returns the stats also written to ``DIR/stats.json``."""
     from ssb.commands._common import load_backend, progress_bar
     from ssb.config import check_resume, finish_manifest, start_manifest, write_manifest
-    from ssb.journal import Journal, atomic_write_json
+    from ssb.journal import Journal, OutputLock, atomic_write_json
     from ssb.plugins import get_registry
 
     config.validate()
@@ -560,7 +536,7 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
     manifest_config["template"] = template.id
     manifest_config["input_sha256"] = problems_sha256(problems)
 
-    with _Lock(out / LOCK):
+    with OutputLock(out / LOCK, "ssb curate"):
         resumed = check_resume(out, COMMAND, manifest_config, config.force)
         manifest = start_manifest(out, COMMAND, manifest_config,
                                   inputs=_local_inputs(config.source), seed=config.seed)

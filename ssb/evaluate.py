@@ -14,7 +14,6 @@ for k in 1 and the powers of two up to n.  Statistics: see :mod:`ssb.metrics`.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -176,28 +175,6 @@ def latest_entries(entries: Iterable[dict]) -> dict[str, dict]:
 
 # -- the stage ------------------------------------------------------------------------------------
 
-class _Lock:
-    """Exclusive lock on the output directory (the kernel drops it if we are killed)."""
-
-    def __init__(self, path: Path):
-        self.path, self.fd = path, None
-
-    def __enter__(self) -> "_Lock":
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            self.fd = None
-            raise SsbError(f"another `ssb eval` is writing to {self.path.parent}") from None
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
 def _local_inputs(source: str | None) -> list[Path]:
     if not source:
         return []
@@ -280,7 +257,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
     """Evaluate ``config.model`` (+ adapter) on a dataset; resumable. Returns the summary."""
     from ssb.commands._common import load_backend, progress_bar
     from ssb.config import check_resume, finish_manifest, start_manifest
-    from ssb.journal import Journal, atomic_write_json, atomic_write_text
+    from ssb.journal import Journal, OutputLock, atomic_write_json, atomic_write_text
     from ssb.plugins import get_registry
 
     config.validate()
@@ -304,7 +281,7 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    with _Lock(out / LOCK):
+    with OutputLock(out / LOCK, "ssb eval"):
         adapter_arg, adapter_info = _resolve_adapter(config, out)
         settings = config.settings()
         manifest_config = {**settings, "template": template.id, "domain": domain,

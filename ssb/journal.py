@@ -122,3 +122,32 @@ class Journal:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class OutputLock:
+    """An exclusive lock on a stage's output directory, so two processes never write the same
+    journal.  ``flock`` is released by the kernel when the holder dies, even by SIGKILL."""
+
+    def __init__(self, path: str | os.PathLike, command: str):
+        self.path, self.command = Path(path), command
+        self.fd: int | None = None
+
+    def __enter__(self) -> "OutputLock":
+        import fcntl
+
+        from ssb.errors import SsbError
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            self.fd = None
+            raise SsbError(f"another `{self.command}` is writing to {self.path.parent}") from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
