@@ -187,3 +187,21 @@ def test_real_small_model_distills_on_cpu(small_gguf, shared_data, tmp_path):
     assert losses[0] > 0.01  # the hint really changes the teacher's distribution
     assert losses[-1] < 0.8 * losses[0], losses
     assert summary["vocab_size"] == 151_936
+
+
+def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
+    """A SIGKILL during the Trainer's save leaves checkpoint-N without trainer_state.json (it is
+    written last); resume must use the newest complete checkpoint, not crash on the partial one."""
+    from ssb.distill.trainer import last_complete_checkpoint
+
+    ckpts = tmp_path / "checkpoints"
+    for step, state in ((1, '{"global_step": 1}'), (2, '{"global_step": 2}'), (3, None),
+                        (10, '{"global_st')):
+        d = ckpts / f"checkpoint-{step}"
+        d.mkdir(parents=True)
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    assert last_complete_checkpoint(ckpts) == str(ckpts / "checkpoint-2")
+    assert sorted(p.name for p in ckpts.iterdir()) == ["checkpoint-1", "checkpoint-2"]
+    assert last_complete_checkpoint(tmp_path / "none") is None

@@ -25,7 +25,7 @@ def coinflip_path(tmp_path_factory) -> Path:
     return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
 
 
-def write_config(path: Path, model: Path, rounds: int) -> Path:
+def write_config(path: Path, model: Path, rounds: int, epochs: int = 2) -> Path:
     path.write_text(f"""
 domain = "coinflip"
 backend = "transformers"
@@ -37,7 +37,7 @@ eval = ["coinflip"]
 eval-limit = 8
 eval-max-tokens = 12
 curate-args = "--max-tokens 12 --batch-size 4"
-distill-args = "--epochs 2 --batch-size 2 --lora-r 4 --lora-alpha 8 --max-length 256 --save-steps 1 --logging-steps 1"
+distill-args = "--epochs {epochs} --batch-size 2 --lora-r 4 --lora-alpha 8 --max-length 256 --save-steps 1 --logging-steps 1"
 """)
     return path
 
@@ -89,7 +89,9 @@ def test_run_two_rounds_tree_and_report(tmp_path, tiny_model_dir, coinflip_path)
 @pytest.mark.slow
 def test_run_resumes_after_sigkill_during_distill(tmp_path, tiny_model_dir, coinflip_path):
     out = tmp_path / "run"
-    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=1)
+    # Enough epochs that distill is still running when its first checkpoint appears (the tiny
+    # model trains a step in well under a second on an idle machine).
+    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=1, epochs=60)
     proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
     deadline = time.time() + 600
     # Kill the whole process group once distill has written a checkpoint.

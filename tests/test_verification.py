@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from ssb.verification import (check_complexity, get_pool, latex_equal, math_verify_equal,
-                              run_bounded, verify_batch)
+                              run_bounded, shutdown_pool, verify_batch)
 
 # Passes the cheap guard but sympy needs minutes to compare it: only the kill bounds it.
 SLOW_BUT_INNOCENT = (r"\sin(x)^{200}", r"\cos(x)^{200}")
@@ -45,6 +45,9 @@ def test_pathological_answers_are_incorrect_fast():
 
 
 def test_timeout_kills_and_replaces_helper_in_a_thread():
+    # A pool of one helper (earlier tests may have grown the shared pool), so the call after the
+    # timeout can only succeed on a replacement.
+    shutdown_pool()
     latex_equal("1", "1")  # warm helper
     pool = get_pool()
     started = pool.started

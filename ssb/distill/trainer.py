@@ -240,6 +240,33 @@ def plot_training(metrics_path: Path, out_png: Path) -> None:
     os.replace(tmp, out_png)
 
 
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing, or None.
+
+    The Trainer writes ``trainer_state.json`` last, so a process killed mid-save leaves a
+    ``checkpoint-N`` without a readable one; such leftovers are removed (resuming from them
+    fails) and the previous complete checkpoint is used.
+    """
+    import json
+    import shutil
+
+    if not checkpoints.is_dir():
+        return None
+    found = []
+    for d in checkpoints.iterdir():
+        step = d.name.removeprefix("checkpoint-")
+        if d.is_dir() and d.name.startswith("checkpoint-") and step.isdigit():
+            found.append((int(step), d))
+    for _, d in sorted(found, reverse=True):
+        try:
+            json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+            return str(d)
+        except (FileNotFoundError, json.JSONDecodeError):
+            log.warning("removing %s: written only in part (the run was killed while saving)", d)
+            shutil.rmtree(d, ignore_errors=True)
+    return None
+
+
 def _checkpointing_args(enabled: bool) -> dict[str, Any]:
     """Gradient (activation) checkpointing flags under this transformers version's names."""
     import inspect
@@ -259,7 +286,6 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
     """Train (or resume) a LoRA adapter; returns a summary (also stored in the manifest)."""
     import torch
     from transformers import PrinterCallback, TrainingArguments, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
 
     from ssb.config import check_resume, config_changes, finish_manifest, jsonable, \
         load_manifest, sha256_file, start_manifest
@@ -368,7 +394,7 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
     )
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; we have metrics.jsonl
-    last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    last = last_complete_checkpoint(checkpoints)
     if last:
         _keep_metrics_until(metrics_path, int(Path(last).name.split("-")[-1]))
         log.warning("resuming from %s", last)
