@@ -113,7 +113,8 @@ def jsonable(config: dict[str, Any]) -> dict[str, Any]:
 
 def _redact_option(item: str) -> str:
     key, eq, _ = item.partition("=")
-    secret = "api_key" in key.lower() or key.strip().lower() in {"token", "password"}
+    name = key.strip().lower()
+    secret = "key" in name or name in {"token", "password"}
     return f"{key}=<redacted>" if eq and secret else item
 
 

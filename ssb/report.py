@@ -116,12 +116,12 @@ def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
+    """The pipeline config as JSON, secrets redacted by the same rule as every manifest."""
     from dataclasses import asdict, is_dataclass
 
-    data = asdict(cfg) if is_dataclass(cfg) else dict(cfg)
-    data["backend_opt"] = [o if "key" not in o.split("=")[0].lower() else
-                           o.split("=")[0] + "=<redacted>" for o in data.get("backend_opt", [])]
-    return data
+    from ssb.config import jsonable
+
+    return jsonable(asdict(cfg) if is_dataclass(cfg) else dict(cfg))
 
 
 def _accuracy_plot(path: Path, results: dict[str, Any]) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ssb.errors import SsbError
-from ssb.journal import atomic_write_json, atomic_write_text
+from ssb.journal import atomic_write_json
 
 STAGE_DONE = ".ssb-run-stage.json"  # written after a stage succeeds: the exact args it ran with
 
@@ -228,8 +228,4 @@ def run_pipeline(cfg: PipelineConfig, log: Any = print) -> Path:
     return out / "report.md"
 
 
-def describe(cfg: PipelineConfig) -> str:
-    return json.dumps(asdict(cfg), indent=2)
-
-
-__all__ = ["PipelineConfig", "PRESETS", "resolve_config", "run_pipeline", "atomic_write_text"]
+__all__ = ["PipelineConfig", "PRESETS", "resolve_config", "run_pipeline"]

@@ -163,5 +163,4 @@ __all__ = [
     "Completion",
     "SamplingParams",
     "Verdict",
-    "Any",
 ]
