@@ -179,7 +179,8 @@ def _wrong_counts(rollouts: Sequence[Rollout], wrong: Iterable[int]) -> list[dic
 def make_rollout(completion: Completion, verdict: Verdict) -> Rollout:
     return Rollout(text=completion.text, num_tokens=int(completion.num_tokens),
                    finish_reason=completion.finish_reason, extracted=verdict.extracted,
-                   correct=bool(verdict.correct) and verdict.error is None)
+                   correct=bool(verdict.correct) and verdict.error is None,
+                   detail=verdict.detail)
 
 
 # -- stats ----------------------------------------------------------------------------------------
@@ -405,7 +406,8 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
         seed=derive_seed(config.seed, "teacher"))
     teacher_conversations = [
         template.teacher_messages(p.question, rollouts[s.correct_index].text,
-                                  rollouts[s.wrong_index].text)
+                                  rollouts[s.wrong_index].text,
+                                  rollouts[s.wrong_index].detail or "")
         for _, p, rollouts, s in pending
     ]
     solutions = _generate_isolating(backend, teacher_conversations, teacher_params, progress)

@@ -43,6 +43,6 @@ def make_template(name: str, version: str, domain: str, *, system: str = MATH_TU
     Checks that ``student`` and ``teacher`` format with exactly the fields the stages pass.
     """
     student.format(question="q")
-    teacher.format(question="q", correct="c", wrong="w")
+    teacher.format(question="q", correct="c", wrong="w", wrong_detail="d")
     return PromptTemplate(name=name, version=version, domain=domain, system=system,
                           student=student, teacher=teacher)

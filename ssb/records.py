@@ -90,6 +90,9 @@ class Verdict(_JSONRecord):
     extracted: str | None
     correct: bool
     error: str | None = None  # e.g. "timeout"; an errored verdict is never correct
+    # Why, in a few lines, when the domain can say (e.g. the first failing assertion of a code
+    # candidate); shown to the hinted teacher next to the wrong attempt.
+    detail: str | None = None
 
 
 @dataclass
@@ -101,6 +104,13 @@ class Rollout(_JSONRecord):
     finish_reason: FinishReason
     extracted: str | None
     correct: bool
+    detail: str | None = None  # the verdict's detail (see Verdict.detail)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["detail"] is None:  # domains without details write the records they always did
+            del data["detail"]
+        return data
 
 
 @dataclass

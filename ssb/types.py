@@ -71,7 +71,9 @@ class PromptTemplate:
     """The student prompt and the hinted teacher prompt of a domain, named and versioned.
 
     ``student`` is formatted with ``question``; ``teacher`` with ``question``, ``correct``
-    (a verified-correct response) and ``wrong`` (a response the checker marked wrong).
+    (a verified-correct response), ``wrong`` (a response the checker marked wrong) and
+    ``wrong_detail`` (the verifier's :attr:`ssb.records.Verdict.detail` for the wrong one, e.g.
+    a failing assertion; empty when the domain gives none -- a template may ignore it).
     """
 
     name: str
@@ -91,12 +93,14 @@ class PromptTemplate:
             {"role": "user", "content": self.student.format(question=question)},
         ]
 
-    def teacher_messages(self, question: str, correct: str, wrong: str) -> list[Message]:
+    def teacher_messages(self, question: str, correct: str, wrong: str,
+                         wrong_detail: str = "") -> list[Message]:
         return [
             {"role": "system", "content": self.system},
             {
                 "role": "user",
-                "content": self.teacher.format(question=question, correct=correct, wrong=wrong),
+                "content": self.teacher.format(question=question, correct=correct, wrong=wrong,
+                                               wrong_detail=wrong_detail or ""),
             },
         ]
 
