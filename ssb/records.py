@@ -22,7 +22,14 @@ class _JSONRecord:
     _nested: ClassVar[dict[str, type]] = {}
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[arg-type]
+        data = dataclasses.asdict(self)  # type: ignore[arg-type]
+        for name in self._nested:  # nested records may shape their own JSON
+            value = getattr(self, name)
+            if isinstance(value, list):
+                data[name] = [v.to_dict() for v in value]
+            elif value is not None:
+                data[name] = value.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Any):
