@@ -25,6 +25,17 @@ def test_generation_is_deterministic_and_split_specific():
     assert [p.question for p in a] != [p.question for p in c]
     assert len(loader.load(None, "train").problems) == 200
     assert len(loader.load(None, "test").problems) == 50
+    assert len(loader.load(None, "dev").problems) == 200
+
+
+def test_dev_split_shares_no_problem_with_train_or_test():
+    """Settings are tuned on dev: a dev question that also sits in test would leak."""
+    loader = get_registry().dataset("arithmetic")
+    questions = {split: {p.question for p in loader.load(None, split, filters={"n": n}).problems}
+                 for split, n in (("train", 1000), ("test", 1000), ("dev", 400))}
+    assert len(questions["dev"]) == 400
+    assert not questions["dev"] & questions["test"]
+    assert not questions["dev"] & questions["train"]
 
 
 def _replay(question: str) -> int:

@@ -21,8 +21,10 @@ from ssb_arithmetic.generator import generate
 
 __version__ = "0.1.0"
 
-DEFAULT_SIZES = {"train": 200, "test": 50}
-SPLIT_OFFSETS = {"train": 1, "test": 2}  # different problems per split, same seed
+DEFAULT_SIZES = {"train": 200, "test": 50, "dev": 200}
+# Different problems per split, same seed.  ``dev`` is for choosing settings (templates, learning
+# rates, ...) so that nothing is ever tuned on ``test``.
+SPLIT_OFFSETS = {"train": 1, "test": 2, "dev": 3}
 
 
 def load(source: str | None = None, split: str = "train", skip_bad: bool = False,
@@ -92,7 +94,7 @@ TEMPLATE = make_template("arithmetic-tutor", "1", "arithmetic")
 @hookimpl
 def register_datasets(register):
     register(DatasetLoader(name="arithmetic", domain="arithmetic", load=load,
-                           default_source="generated", splits=("train", "test"),
+                           default_source="generated", splits=("train", "test", "dev"),
                            description="generated 2-4 step arithmetic word problems (offline)"))
 
 
