@@ -25,6 +25,7 @@ $PY -m pip install --quiet \
   -e ".[test]" \
   -e plugins/gsm8k \
   -e plugins/math \
+  -e plugins/code \
   -e "plugins/backends[llama,llama-server,openai]" \
   -e examples/ssb-plugin-arithmetic
 echo "$want" > "$stamp"
