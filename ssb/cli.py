@@ -54,9 +54,11 @@ def _plugin_commands(app: typer.Typer) -> None:
     registry = get_registry()
     if registry.manager is None:
         return
+    from ssb.plugins import call_hook
+
     for impl in registry.manager.hook.register_commands.get_hookimpls():
         try:
-            impl.function(cli=app)
+            call_hook(impl, cli=app)
         except Exception as exc:  # noqa: BLE001 - report and continue
             print(f"ssb: plugin {impl.plugin_name!r} failed to add commands: {exc}",
                   file=sys.stderr)
@@ -68,8 +70,12 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, prog_name="ssb", standalone_mode=True)
     except SsbError as exc:
         from rich.console import Console
+        from rich.markup import escape
 
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        from ssb.secrets import redact_text
+
+        Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}",
+                                   highlight=False, markup=True, soft_wrap=True)
         sys.exit(exc.exit_code)
 
 

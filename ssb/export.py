@@ -282,7 +282,7 @@ def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
     """sha256 over the adapter's config and weights (decides when a cached export is stale)."""
     import hashlib
 
-    from ssb.config import sha256_file
+    from ssb.stage import sha256_file
 
     adapter_dir = Path(adapter_dir)
     h = hashlib.sha256()

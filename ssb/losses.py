@@ -120,7 +120,7 @@ def cross_entropy(inputs: LossInputs) -> torch.Tensor:
     return F.cross_entropy(logits, inputs.target_ids.to(logits.device))
 
 
-BUILTIN = {"kl": (forward_kl,), "rkl": (reverse_kl,), "jsd": (jsd,), "ce": (cross_entropy,)}
+BUILTIN = {"kl": forward_kl, "rkl": reverse_kl, "jsd": jsd, "ce": cross_entropy}
 
 
 def parse_loss_spec(spec: str) -> list[tuple[str, float, dict[str, float]]]:

@@ -56,19 +56,38 @@ class Registry:
     plugins: list[PluginInfo] = field(default_factory=list)
     errors: list[PluginError] = field(default_factory=list)
     manager: pluggy.PluginManager | None = None
+    allow_list: set[str] | None = None  # SSB_LOAD_PLUGINS, when set
 
     # -- lookups with errors that list what exists ------------------------------------------
     def dataset(self, name: str) -> DatasetLoader:
-        return _lookup(self.datasets, name, "dataset")
+        return self._lookup(self.datasets, name, "dataset")
 
     def verifier(self, domain: str) -> Verifier:
-        return _lookup(self.verifiers, domain, "verifier for domain")
+        return self._lookup(self.verifiers, domain, "verifier for domain")
 
     def backend(self, name: str) -> BackendFactory:
-        return _lookup(self.backends, name, "backend")
+        return self._lookup(self.backends, name, "backend")
 
     def loss(self, name: str) -> Loss:
-        return _lookup(self.losses, name, "loss")
+        return self._lookup(self.losses, name, "loss")
+
+    def _lookup(self, table: dict[str, Any], name: str, what: str):
+        try:
+            return table[name]
+        except KeyError:
+            pass
+        known = ", ".join(sorted(table)) or "none"
+        hint = ""
+        if self.allow_list is not None:
+            installed = sorted(ep.name for ep in importlib.metadata.entry_points(
+                group=ENTRY_POINT_GROUP))
+            excluded = [n for n in installed if n not in self.allow_list]
+            if excluded:
+                hint = (f" (SSB_LOAD_PLUGINS={','.join(sorted(self.allow_list)) or '<empty>'} "
+                        f"excludes the installed plugin(s) {', '.join(excluded)})")
+        elif not table:
+            hint = " (is the plugin installed?)"
+        raise SsbError(f"unknown {what} {name!r}; known: {known}{hint}")
 
     def template(self, domain: str, name: str | None = None) -> PromptTemplate:
         """The domain's default template, or the one called ``name`` (``name`` or ``name@ver``)."""
@@ -108,16 +127,19 @@ class Registry:
                 }
                 for p in self.plugins
             ],
+            "backends": {
+                name: {
+                    "description": f.description,
+                    "adapter_formats": sorted(f.adapter_formats),
+                    "loads_hf_dirs": f.loads_hf_dirs, "loads_gguf": f.loads_gguf,
+                    "options": [{"name": o.name, "type": o.type.__name__,
+                                 "default": o.default, "help": o.help,
+                                 "volatile": o.volatile, "secret": o.secret}
+                                for o in f.options],
+                } for name, f in sorted(self.backends.items())
+            },
             "errors": [e.__dict__ for e in self.errors],
         }
-
-
-def _lookup(table: dict[str, Any], name: str, what: str):
-    try:
-        return table[name]
-    except KeyError:
-        known = ", ".join(sorted(table)) or "none (is the plugin installed?)"
-        raise SsbError(f"unknown {what} {name!r}; known: {known}") from None
 
 
 def _allow_list() -> set[str] | None:
@@ -133,9 +155,25 @@ def _short_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}{where}"
 
 
+# First-party distributions register before third-party ones, so a plugin that offers a thing
+# under a built-in name never replaces it (the built-in wins, the newcomer is reported).
+FIRST_PARTY = ("ssb", "ssb-backends", "ssb-gsm8k", "ssb-math", "ssb-code", "ssb-plugin-arithmetic")
+
+
+def _entry_points_in_order() -> list[importlib.metadata.EntryPoint]:
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+    def key(ep: importlib.metadata.EntryPoint) -> tuple[int, str]:
+        dist = ep.dist.name if ep.dist else ""
+        rank = FIRST_PARTY.index(dist) if dist in FIRST_PARTY else len(FIRST_PARTY)
+        return rank, ep.name
+
+    return sorted(eps, key=key)
+
+
 def build_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], list[PluginError]]:
     """Load default plugins and entry points; returns the manager, name -> (dist, version) and
-    the plugins that failed to import."""
+    the plugins that failed to import or break the hook contract."""
     from ssb import __version__
 
     pm = pluggy.PluginManager("ssb")
@@ -146,7 +184,7 @@ def build_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], l
         pm.register(importlib.import_module(module_name), name=module_name)
         dists[module_name] = ("ssb", __version__)
     allowed = _allow_list()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+    for ep in _entry_points_in_order():
         if allowed is not None and ep.name not in allowed:
             continue
         if pm.has_plugin(ep.name) or ep.name in dists:
@@ -160,7 +198,35 @@ def build_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], l
             errors.append(PluginError(ep.name, dist_name, _short_error(exc)))
             continue
         dists[ep.name] = (dist_name, dist_version)
+    errors.extend(_unknown_hooks(pm, dists))
     return pm, dists, errors
+
+
+def _unknown_hooks(pm: pluggy.PluginManager,
+                   dists: dict[str, tuple[str, str]]) -> list[PluginError]:
+    """Hook implementations that match no hook spec (a misspelled ``register_loss``), by plugin:
+    what pluggy's ``check_pending`` would raise for, reported instead of raised."""
+    import difflib
+
+    known = sorted(n for n in dir(hookspecs) if n.startswith("register_"))
+    out = []
+    for name, caller in vars(pm.hook).items():
+        if name.startswith("_") or getattr(caller, "spec", None) is not None:
+            continue
+        for impl in caller.get_hookimpls():
+            if impl.optionalhook:
+                continue
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; hooks: {', '.join(known)}"
+            out.append(PluginError(impl.plugin_name, dists.get(impl.plugin_name, ("?", ""))[0],
+                                   f"unknown hook {name!r} (not called){hint}"))
+    return out
+
+
+def call_hook(impl: Any, **kwargs: Any) -> Any:
+    """Call one hook implementation the way pluggy does: only with the arguments it names, so a
+    hook spec can gain arguments without breaking existing plugins."""
+    return impl.function(**{k: kwargs[k] for k in impl.argnames if k in kwargs})
 
 
 _REGISTRY: Registry | None = None
@@ -176,10 +242,11 @@ def get_registry(refresh: bool = False) -> Registry:
 
 def _build_registry() -> Registry:
     pm, dists, errors = build_manager()
-    reg = Registry(errors=errors, manager=pm)
+    reg = Registry(errors=errors, manager=pm, allow_list=_allow_list())
     infos: dict[str, PluginInfo] = {}
     for name, (dist, version) in dists.items():
         infos[name] = PluginInfo(name=name, version=version, distribution=dist)
+    owners: dict[tuple[str, str], str] = {}  # (kind, name) -> plugin that registered it
 
     def collector(kind: str, plugin_name: str) -> Callable[[Any], None]:
         def register(thing: Any) -> None:
@@ -189,12 +256,14 @@ def _build_registry() -> Registry:
                 label = thing.id
             else:
                 if key in table:
-                    errors.append(
-                        PluginError(plugin_name, infos[plugin_name].distribution,
-                                    f"duplicate {kind[:-1]} {key!r} ignored (first one wins)")
-                    )
+                    first = owners[(kind, key)]
+                    errors.append(PluginError(
+                        plugin_name, infos[plugin_name].distribution,
+                        f"duplicate {kind[:-1]} {key!r} refused: {infos[first].distribution} "
+                        f"({first}) registered it first and keeps it"))
                     return
                 table[key] = thing
+                owners[(kind, key)] = plugin_name
                 label = key
             infos[plugin_name].registers[kind].append(label)
 
@@ -203,11 +272,12 @@ def _build_registry() -> Registry:
     broken: set[str] = set()
     for kind in KINDS:
         caller = getattr(pm.hook, f"register_{kind}")
-        for impl in caller.get_hookimpls():
+        # pluggy lists implementations last-registered first; call in registration order.
+        for impl in reversed(caller.get_hookimpls()):
             if impl.plugin_name in broken:
                 continue
             try:
-                impl.function(register=collector(kind, impl.plugin_name))
+                call_hook(impl, register=collector(kind, impl.plugin_name))
             except Exception as exc:
                 broken.add(impl.plugin_name)
                 errors.append(PluginError(impl.plugin_name,
@@ -224,8 +294,7 @@ def _table_for(reg: Registry, kind: str, thing: Any) -> tuple[str, dict]:
         _expect(thing, DatasetLoader)
         return thing.name, reg.datasets
     if kind == "verifiers":
-        if not isinstance(thing, Verifier):
-            raise TypeError(f"a verifier needs .domain, .extract() and .verify(), got {thing!r}")
+        _check_verifier(thing)
         return thing.domain, reg.verifiers
     if kind == "prompts":
         _expect(thing, PromptTemplate)
@@ -237,6 +306,22 @@ def _table_for(reg: Registry, kind: str, thing: Any) -> tuple[str, dict]:
         _expect(thing, Loss)
         return thing.name, reg.losses
     raise ValueError(kind)
+
+
+def _check_verifier(thing: Any) -> None:
+    """The Verifier protocol, checked at load time: a verifier that cannot take ``strict`` would
+    silently turn off curate's strict check on training targets."""
+    import inspect
+
+    if not isinstance(thing, Verifier):
+        raise TypeError(f"a verifier needs .domain, .extract() and .verify(), got {thing!r}")
+    for method, needed in (("verify", ("strict", "timeout")), ("extract", ("strict",))):
+        params = inspect.signature(getattr(thing, method)).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        missing = [n for n in needed if n not in params and not takes_any]
+        if missing:
+            raise TypeError(f"verifier {thing.domain!r}: {method}() must accept "
+                            f"{', '.join(m + '=' for m in missing)} (ssb.types.Verifier)")
 
 
 def _expect(thing: Any, cls: type) -> None:

@@ -59,11 +59,16 @@ class Verifier(Protocol):
 
     domain: str
 
-    def extract(self, response: str) -> str | None:
-        """The final answer in ``response`` (last ``\\boxed{}`` or documented fallback)."""
+    def extract(self, response: str, strict: bool = False) -> str | None:
+        """The final answer in ``response``; ``strict`` allows only the domain's explicit answer
+        form (e.g. ``\\boxed{}``), with no lenient fallback (curate uses it for solutions that
+        become training targets)."""
 
-    def verify(self, response: str, gold: str) -> Verdict:
-        """Whether ``response``'s final answer equals ``gold``."""
+    def verify(self, response: str, gold: str, *, strict: bool = False,
+               timeout: float | None = None) -> Verdict:
+        """Whether ``response``'s final answer equals ``gold``; ``strict`` as for
+        :meth:`extract`; ``timeout`` bounds the work in seconds (``None``: the verifier's own
+        bound)."""
 
 
 @dataclass(frozen=True)
@@ -129,16 +134,142 @@ class Backend(Protocol):
 
 
 @dataclass(frozen=True)
+class BackendOption:
+    """One option a backend accepts (``-B name=value``), typed and documented.
+
+    ``volatile`` options change speed or plumbing (threads, URLs, batch sizes), never what is
+    generated: they are left out of a run's resume identity.  ``secret`` options (API keys) are
+    never written to a file or a log.
+    """
+
+    name: str
+    type: type  # int, float, bool or str
+    default: Any = None
+    help: str = ""
+    volatile: bool = False
+    secret: bool = False
+
+    def parse(self, value: Any, backend: str) -> Any:
+        """A loose value (``"2"`` from the command line, ``2`` from TOML) as ``self.type``."""
+        from ssb.errors import SsbError
+
+        bad = SsbError(f"backend {backend!r}: option {self.name} expects "
+                       f"{self.type.__name__}, got {value!r}")
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
+                return value.lower() in ("true", "1")
+            raise bad
+        if self.type is int:
+            if isinstance(value, bool):
+                raise bad
+            try:
+                return int(value) if not isinstance(value, float) or value.is_integer() \
+                    else _raise(bad)
+            except (TypeError, ValueError):
+                raise bad from None
+        if self.type is float:
+            try:
+                return float(value)
+            except (TypeError, ValueError):
+                raise bad from None
+        return str(value)
+
+
+def _raise(exc: Exception):
+    raise exc
+
+
+# Adapter formats a backend can load (``BackendFactory.adapter_formats``).
+ADAPTER_PEFT = "peft"  # a peft LoRA directory (adapter_config.json + safetensors)
+ADAPTER_GGUF = "gguf"  # a llama.cpp GGUF LoRA file (``ssb export`` makes one from peft)
+
+
+@dataclass(frozen=True)
 class BackendFactory:
     """``create(model, adapter=None, **options)`` loads a :class:`Backend`.
 
+    A factory says what the backend is, so stages ask capabilities, never names:
+
+    * ``options``: the typed ``-B`` options it takes (unknown ones are refused before loading);
+    * ``adapter_formats``: the LoRA formats it loads (:data:`ADAPTER_PEFT`, :data:`ADAPTER_GGUF`);
+    * ``loads_hf_dirs`` / ``loads_gguf``: the model formats it loads (a merged round-r student
+      is an HF directory).
+
     ``model`` is a hub id, a local HF directory or a local ``.gguf`` file (see
-    :func:`ssb.models.resolve`).  ``options`` are backend specific (threads, device, base_url...).
+    :func:`ssb.models.resolve`).
     """
 
     name: str
     create: Callable[..., Backend]
     description: str = ""
+    options: tuple[BackendOption, ...] = ()
+    adapter_formats: frozenset[str] = frozenset()
+    loads_hf_dirs: bool = True
+    loads_gguf: bool = False
+
+    def option(self, name: str) -> BackendOption:
+        from ssb.errors import SsbError
+
+        for o in self.options:
+            if o.name == name:
+                return o
+        known = ", ".join(o.name for o in self.options) or "none"
+        raise SsbError(f"backend {self.name!r} has no option {name!r} (options: {known})")
+
+    def parse_options(self, items: "dict[str, Any] | Sequence[str] | None") -> dict[str, Any]:
+        """``["n_threads=2"]`` or ``{"n_threads": "2"}`` -> ``{"n_threads": 2}``, typed by the
+        declared schema; an unknown name or a bad value is one clear error."""
+        from ssb.errors import SsbError
+
+        pairs: list[tuple[str, Any]] = []
+        if isinstance(items, dict):
+            pairs = list(items.items())
+        else:
+            for item in items or []:
+                key, eq, value = str(item).partition("=")
+                if not eq or not key.strip():
+                    raise SsbError(f"--backend-opt expects KEY=VALUE, got {_redacted_item(item)!r}")
+                pairs.append((key.strip(), value.strip()))
+        out: dict[str, Any] = {}
+        for key, value in pairs:
+            name = key.replace("-", "_")
+            spec = next((o for o in self.options if o.name == name), None)
+            if spec is None:
+                spec = next((o for o in self.options if o.name == name.lower()), None)
+                if spec is not None:  # e.g. API_KEY=...: refuse without echoing the value
+                    raise SsbError(f"backend {self.name!r}: option names are lower case; "
+                                   f"use {spec.name}=..., not {key}=...")
+                self.option(name)  # raises, listing the known options
+            out[name] = spec.parse(value, self.name)
+            if spec.secret:
+                from ssb.secrets import remember
+
+                remember([out[name]])  # masked in every file and log from now on
+        return out
+
+    def identity_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """The options that decide what is generated (compared on resume)."""
+        return {k: v for k, v in options.items()
+                if not self._flag(k, "volatile") and not self._flag(k, "secret")}
+
+    def public_options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Every option except secrets (what a manifest records)."""
+        return {k: v for k, v in options.items() if not self._flag(k, "secret")}
+
+    def secret_values(self, options: dict[str, Any]) -> list[str]:
+        return [str(v) for k, v in options.items() if self._flag(k, "secret") and v]
+
+    def _flag(self, name: str, attr: str) -> bool:
+        spec = next((o for o in self.options if o.name == name), None)
+        return bool(spec and getattr(spec, attr))
+
+
+def _redacted_item(item: Any) -> str:
+    from ssb.secrets import redact_text
+
+    return redact_text(str(item))
 
 
 @dataclass(frozen=True)
@@ -146,11 +277,14 @@ class Loss:
     """A distillation loss: ``fn(inputs: ssb.losses.LossInputs, **params) -> scalar tensor``.
 
     The value is a mean over solution tokens.  ``params`` come from ``--loss name=weight,name.key=value``.
+    ``needs_teacher``: whether ``fn`` reads ``inputs.teacher_logits`` / ``inputs.teacher_topk``
+    (a loss that does not, like cross-entropy on the solution, can train with ``--teacher none``).
     """
 
     name: str
     fn: Callable[..., "torch.Tensor"]
     description: str = ""
+    needs_teacher: bool = True
 
 
 __all__ = [
@@ -161,6 +295,9 @@ __all__ = [
     "PromptTemplate",
     "Backend",
     "BackendFactory",
+    "BackendOption",
+    "ADAPTER_PEFT",
+    "ADAPTER_GGUF",
     "Loss",
     "ProgressCallback",
     "Problem",

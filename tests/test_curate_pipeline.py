@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.curate import CURATED, JOURNAL, STATS, CurateConfig, answer_key, run_curate
+from ssb.stages.curate import CURATED, JOURNAL, STATS, CurateConfig, answer_key, run_curate
 from ssb.records import CuratedRecord
 
 DATA = Path(__file__).parent / "data"
@@ -147,7 +147,7 @@ def test_replayed_pipeline_keeps_every_invariant(replay_plugin, shared_data, tmp
 
 
 def test_requests_are_batched_across_problems(replay_plugin, shared_data):
-    from ssb.curate import process_chunk
+    from ssb.stages.curate import process_chunk
     from ssb.plugins import get_registry
 
     registry = get_registry()

@@ -1,6 +1,6 @@
 """Selection logic of ``ssb curate``: which rollouts become the correct / wrong examples.
 
-The first part drives :func:`ssb.curate.select_pair` on hand-made rollout lists that pin each
+The first part drives :func:`ssb.stages.curate.select_pair` on hand-made rollout lists that pin each
 rule; the second part runs it on *recorded real outputs* of the small model (llama.cpp, K=4,
 T=0.8, GSM8K train; see tests/data/README.md), judged by the real gsm8k verifier.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ssb.curate import (ALL_CORRECT, ALL_WRONG, answer_key, make_rollout, problem_rng,
+from ssb.stages.curate import (ALL_CORRECT, ALL_WRONG, answer_key, make_rollout, problem_rng,
                         select_pair, summarize)
 from ssb.records import Completion, Rollout, Verdict
 

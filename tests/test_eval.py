@@ -176,7 +176,7 @@ def _write_run(path: Path, flags: list[bool], *, dataset: str = "aime24", model:
                adapter: str | None = None, ids: list[str] | None = None,
                max_tokens: int = 4096) -> Path:
     """A finished run directory as `ssb eval` writes it (results.jsonl + summary.json)."""
-    from ssb.evaluate import summarize
+    from ssb.stages.evaluate import summarize
     from ssb.journal import atomic_write_json
 
     ids = ids or [f"{dataset}/test/{i}" for i in range(len(flags))]

@@ -151,7 +151,7 @@ def test_offline_store_agrees_with_online_teacher(tiny_model_dir, built_store, l
 
 def test_store_refuses_mismatched_temperature_curated_or_tokenizer(tiny_model_dir, built_store,
                                                                    tmp_path):
-    from ssb.config import sha256_file
+    from ssb.stage import sha256_file
     from ssb.models import load_tokenizer
     from ssb.teacher import TopKStore, tokenizer_fingerprint
 

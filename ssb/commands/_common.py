@@ -1,97 +1,258 @@
-"""Options and output helpers shared by the command modules."""
+"""What the command modules share: stage commands derived from config dataclasses, the event
+renderer (progress bars on a terminal, one status line every few seconds otherwise), JSON out.
+
+A stage command is generated from its config class (:func:`stage_command`): every field
+declared with :func:`ssb.options.option` becomes a flag with the field's help, default, bounds
+and short name; ``--config FILE.toml`` and ``--preset NAME`` come for free, and the values are
+resolved by :func:`ssb.options.resolve` (defaults < preset < file < explicit flags).
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
+import time
+import typing
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, List, Optional
 
 import typer
 
-from ssb.config import config_option_callback
-
-
-def config_option() -> Any:
-    return typer.Option(
-        None, "--config", callback=config_option_callback, is_eager=True,
-        help="TOML file whose keys mirror this command's flags (flags win).",
-        exists=False, dir_okay=False, show_default=False,
-    )
+from ssb.events import Event, EventCallback
 
 
 def emit_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def params_of(ctx: typer.Context) -> dict[str, Any]:
-    """The command's resolved parameters (after config defaults and flags), for manifests."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in ctx.params.items()}
+# -- --config for the hand-written (non-stage) commands -------------------------------------------
+
+def _config_callback(ctx: typer.Context, param: Any, value: Any) -> Any:
+    """Eager ``--config`` callback: TOML values become the defaults, so explicit flags win."""
+    from ssb.options import ConfigError, file_section, read_toml
+
+    if value:
+        data = file_section(read_toml(value), ctx.info_name)
+        names = {p.name for p in ctx.command.params if p.name}
+        defaults = {}
+        for key, v in data.items():
+            name = key.replace("-", "_")
+            if name not in names:
+                raise ConfigError(f"{value}: unknown key {key!r} for `ssb {ctx.info_name}` "
+                                  f"(flags: {', '.join(sorted(n.replace('_', '-') for n in names))})")
+            defaults[name] = v
+        ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    return value
 
 
-@contextmanager
-def progress_bar(description: str, total: int | None, enabled: bool = True) -> Iterator[Any]:
-    """A rich progress bar; yields ``advance(n, **fields)`` usable as a backend progress callback."""
-    if not enabled:
-        yield lambda n=1, **_: None
-        return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-        transient=False, console=__import__("rich.console").console.Console(stderr=True),
-    ) as progress:
-        task = progress.add_task(description, total=total, info="")
-
-        def advance(n: int = 1, info: str | None = None) -> None:
-            if info is not None:
-                progress.update(task, advance=n, info=info)
-            else:
-                progress.update(task, advance=n)
-
-        yield advance
+def config_option() -> Any:
+    return typer.Option(
+        None, "--config", callback=_config_callback, is_eager=True,
+        help="TOML file whose keys mirror this command's flags (flags win).",
+        exists=False, dir_okay=False, show_default=False,
+    )
 
 
 def backend_opt_option() -> Any:
     return typer.Option(
         [], "--backend-opt", "-B",
-        help="Backend option KEY=VALUE (repeatable), e.g. -B n_threads=2 -B base_url=http://127.0.0.1:8000/v1",
+        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).",
     )
 
 
-def parse_backend_options(items: list[str] | None) -> dict[str, Any]:
-    """``["n_threads=2", "base_url=a,b"]`` -> {"n_threads": 2, "base_url": "a,b"} (ints/floats/bools
-    parsed; everything else stays a string)."""
-    from ssb.errors import SsbError
-
-    out: dict[str, Any] = {}
-    for item in items or []:
-        key, eq, value = item.partition("=")
-        if not eq or not key.strip():
-            raise SsbError(f"--backend-opt expects KEY=VALUE, got {item!r}")
-        out[key.strip().replace("-", "_")] = _parse_scalar(value.strip())
-    return out
-
-
-def _parse_scalar(value: str) -> Any:
-    low = value.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    for cast in (int, float):
-        try:
-            return cast(value)
-        except ValueError:
-            pass
-    return value
-
-
-def load_backend(name: str, model: str, adapter: str | None = None,
-                 options: dict[str, Any] | None = None):
-    """Create a backend through the registry (the stages never import a backend plugin)."""
+def load_backend(name: str, model: str, adapter: str | None, items: list[str] | None):
+    """A backend through the registry, its ``-B`` options typed by the backend's schema."""
     from ssb.plugins import get_registry
 
     factory = get_registry().backend(name)
-    return factory.create(model, adapter=adapter, **(options or {}))
+    return factory.create(model, adapter=adapter, **factory.parse_options(items))
+
+
+# -- stage commands -------------------------------------------------------------------------------
+
+_EXPLICIT = ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _annotation(spec: Any) -> Any:
+    base = spec.base_type
+    if base in (list, dict):
+        return List[str]
+    if base not in (str, int, float, bool, Path):
+        base = str
+    return Optional[base] if spec.optional or spec.required else base
+
+
+def _default(spec: Any) -> Any:
+    from dataclasses import MISSING
+
+    if spec.default is MISSING:
+        return None
+    if spec.base_type is dict:
+        return [f"{k}={v}" for k, v in (spec.default or {}).items()]
+    return spec.default
+
+
+def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[..., None], *,
+                  extra: list[tuple[str, Any, Any]] = (), doc: str = "",
+                  nested: tuple[str, ...] = ()) -> None:
+    """Register ``ssb <name>``: one flag per field of ``cls``, plus ``--config``/``--preset`` and
+    ``extra`` (name, annotation, typer.Option) parameters for display-only switches.
+
+    ``handler(config, **extra_values)`` runs the stage with the resolved, validated config.
+    """
+    from ssb.options import resolve
+
+    specs = [s for s in cls.specs() if s.cli]
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                annotation=typer.Context)]
+    for s in specs:
+        decls = [s.flag] + ([s.short] if s.short else [])
+        if s.base_type is bool:
+            decls = [f"{s.flag}/--no-{s.flag[2:]}"]
+        default = _default(s)
+        help_text = s.help + ("" if s.required else "")
+        if s.required:
+            help_text += " [required]"
+        params.append(inspect.Parameter(
+            s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_annotation(s),
+            default=typer.Option(default, *decls, help=help_text, metavar=s.metavar,
+                                 show_default=not s.required and default not in (None, [], {}))))
+    if cls.PRESETS:
+        params.append(inspect.Parameter(
+            "preset", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[str],
+            default=typer.Option(None, "--preset",
+                                 help=f"Preset: {', '.join(sorted(cls.PRESETS))} "
+                                 "(config file keys and explicit flags win).")))
+    params.append(inspect.Parameter(
+        "config", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Optional[Path],
+        default=typer.Option(None, "--config", dir_okay=False,
+                             help="TOML file whose keys mirror the flags (flags win).")))
+    for extra_name, annotation, opt in extra:
+        params.append(inspect.Parameter(extra_name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                        annotation=annotation, default=opt))
+    extra_names = {e[0] for e in extra}
+
+    def command(**kwargs: Any) -> None:
+        ctx = kwargs.pop("ctx")
+        preset = kwargs.pop("preset", None)
+        config_file = kwargs.pop("config", None)
+        flags = {}
+        for s in specs:
+            source = ctx.get_parameter_source(s.name)
+            if source is not None and source.name in _EXPLICIT:
+                flags[s.name] = kwargs[s.name]
+        config = resolve(cls, preset=preset, file=config_file, flags=flags, nested=nested)
+        handler(config, **{k: v for k, v in kwargs.items() if k in extra_names})
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = doc
+    command.__name__ = name.replace("-", "_")
+    app.command(name)(command)
+
+
+# -- events -> progress ---------------------------------------------------------------------------
+
+@contextmanager
+def render_events(enabled: bool = True, interval: float = 10.0) -> Iterator[EventCallback]:
+    """An event callback that draws progress on stderr.
+
+    On a terminal: rich progress bars.  Otherwise (a log file, nohup, CI): one line per task
+    every ``interval`` seconds -- done/total, rate, ETA -- so a long stage is never silent.
+    ``log`` events are printed as lines either way; ``enabled=False`` keeps only those.
+    """
+    if enabled and sys.stderr.isatty():
+        with _rich_renderer() as callback:
+            yield callback
+    else:
+        yield _LineRenderer(enabled, interval)
+
+
+class _LineRenderer:
+    def __init__(self, enabled: bool, interval: float):
+        self.enabled = enabled
+        self.interval = interval
+        self.tasks: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, event: Event) -> None:
+        if event.kind == "log":
+            if event.message:
+                print(event.message, file=sys.stderr, flush=True)
+            return
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        task = self.tasks.setdefault(event.task, {"done": 0, "total": None, "start": now,
+                                                  "start_done": 0, "last": 0.0, "info": ""})
+        if event.kind == "start":
+            task.update(done=event.done, total=event.total, start=now, start_done=event.done,
+                        last=0.0)
+        task["done"] += event.advance
+        if event.info:
+            task["info"] = event.info
+        final = event.kind == "end"
+        if final or now - task["last"] >= self.interval:
+            task["last"] = now
+            print(self._line(event.task, task, now, final), file=sys.stderr, flush=True)
+
+    @staticmethod
+    def _line(name: str, task: dict[str, Any], now: float, final: bool) -> str:
+        done, total = task["done"], task["total"]
+        elapsed = max(now - task["start"], 1e-9)
+        rate = (done - task["start_done"]) / elapsed
+        parts = [f"[{name}] {done}/{total if total is not None else '?'}"]
+        if total:
+            parts.append(f"({100 * done / total:.0f}%)")
+        parts.append(f"{rate:.2f}/s" if rate < 10 else f"{rate:.0f}/s")
+        if total and rate > 0 and not final:
+            parts.append(f"ETA {_clock((total - done) / rate)}")
+        parts.append(f"elapsed {_clock(elapsed)}")
+        if final:
+            parts.append("done")
+        line = " ".join(parts)
+        return f"{line} | {task['info']}" if task["info"] else line
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(seconds)
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+@contextmanager
+def _rich_renderer() -> Iterator[EventCallback]:
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeElapsedColumn, TimeRemainingColumn)
+
+    console = Console(stderr=True)
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
+                  console=console, transient=False) as progress:
+        ids: dict[str, Any] = {}
+
+        def callback(event: Event) -> None:
+            if event.kind == "log":
+                if event.message:
+                    progress.console.print(event.message, highlight=False, markup=False)
+                return
+            if event.kind == "start" or event.task not in ids:
+                if event.task in ids:
+                    progress.update(ids[event.task], total=event.total, completed=event.done)
+                else:
+                    ids[event.task] = progress.add_task(event.task, total=event.total,
+                                                        completed=event.done, info="")
+            task = ids[event.task]
+            if event.advance:
+                progress.update(task, advance=event.advance)
+            if event.info:
+                progress.update(task, info=event.info)
+
+        yield callback
+
+
+__all__ = ["backend_opt_option", "config_option", "emit_json", "load_backend", "render_events",
+           "stage_command"]

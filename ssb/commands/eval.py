@@ -3,97 +3,68 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List
 
 import typer
 
-from ssb.commands._common import (backend_opt_option, config_option, emit_json,
-                                  parse_backend_options)
+from ssb.commands._common import emit_json, render_events, stage_command
+from ssb.stages.evaluate import EvalConfig
+
+DOC = """Evaluate a model on a benchmark: pass@1 with a 95% CI (greedy by default).
+
+Writes DIR/results.jsonl (every response, its extracted answer and verdict) and
+DIR/summary.json. Rerunning the same command resumes an interrupted run.
+
+Examples:\n
+  ssb eval -d gsm8k --source ../shared/data/gsm8k -b llama.cpp -m default --out runs/base\n
+  ssb eval -d gsm8k -b llama.cpp -m default --adapter runs/student/adapter --out runs/ssb\n
+  ssb eval compare runs/base runs/ssb
+"""
 
 
 def register(app: typer.Typer) -> None:
-    eval_app = typer.Typer(
-        invoke_without_command=True, no_args_is_help=False, add_completion=False,
-    )
+    eval_app = typer.Typer(invoke_without_command=True, no_args_is_help=False,
+                           add_completion=False)
 
-    @eval_app.callback()
-    def evaluate(
-        ctx: typer.Context,
-        dataset: Optional[str] = typer.Option(
-            None, "--dataset", "-d", help="Dataset name (gsm8k, math500, aime24, amc23, ...)."),
-        source: Optional[str] = typer.Option(
-            None, "--source", help="Local jsonl/json/parquet file or folder, or a hub id "
-            "(default: the dataset's own)."),
-        split: str = typer.Option("test", "--split", help="Dataset split."),
-        backend: Optional[str] = typer.Option(
-            None, "--backend", "-b", help="transformers, llama.cpp, openai, vllm, ..."),
-        model: Optional[str] = typer.Option(
-            None, "--model", "-m", help="Model: .gguf file, HF directory, hub id, or 'default'."),
-        adapter: Optional[str] = typer.Option(
-            None, "--adapter", help="LoRA adapter: a peft directory (exported to GGUF "
-            "automatically for llama.cpp) or a GGUF LoRA file."),
-        limit: Optional[int] = typer.Option(None, "--limit", help="First N problems only."),
-        samples: int = typer.Option(1, "--samples", "-n",
-                                    help="Samples per problem (n > 1: avg@n, maj@n, pass@k)."),
-        temperature: Optional[float] = typer.Option(
-            None, "--temperature", "-t",
-            help="Sampling temperature (default: 0, greedy, with 1 sample; 0.6 with --samples)."),
-        top_p: Optional[float] = typer.Option(
-            None, "--top-p", help="Nucleus sampling (default: 1.0 greedy; 0.95 sampled)."),
-        max_tokens: int = typer.Option(2048, "--max-tokens",
-                                       help="Maximum new tokens per response."),
-        seed: int = typer.Option(0, "--seed", help="Sampling seed."),
-        template: Optional[str] = typer.Option(
-            None, "--template", help="Prompt template name (default: the domain's)."),
-        batch_size: int = typer.Option(8, "--batch-size",
-                                       help="Problems per backend call (and per journal flush)."),
-        workers: int = typer.Option(0, "--workers", "-w",
-                                    help="Verification helper processes (0: in-process)."),
-        backend_opt: List[str] = backend_opt_option(),
-        out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run directory."),
-        force: bool = typer.Option(False, "--force",
-                                   help="Resume even though the config changed."),
-        json_out: bool = typer.Option(False, "--json", help="Print summary.json to stdout."),
-        no_progress: bool = typer.Option(False, "--no-progress", help="No progress bar."),
-        config: Optional[Path] = config_option(),
-    ) -> None:
-        """Evaluate a model on a benchmark: pass@1 with a 95% CI (greedy by default).
-
-        Writes DIR/results.jsonl (every response, its extracted answer and verdict) and
-        DIR/summary.json. Rerunning the same command resumes an interrupted run.
-
-        Examples:\n
-          ssb eval -d gsm8k --source ../shared/data/gsm8k -b llama.cpp -m default --out runs/base\n
-          ssb eval -d gsm8k -b llama.cpp -m default --adapter runs/student/adapter --out runs/ssb\n
-          ssb eval compare runs/base runs/ssb
-        """
-        if ctx.invoked_subcommand is not None:
-            return
-        from ssb.errors import SsbError
-
-        missing = [flag for flag, value in (("--dataset", dataset), ("--backend", backend),
-                                            ("--model", model), ("--out", out)) if not value]
-        if missing:
-            raise SsbError(f"ssb eval needs {', '.join(missing)} (or a subcommand: compare); "
-                           "see `ssb eval --help`")
+    def handler(config: EvalConfig, progress: bool, json_out: bool) -> None:
         from rich.console import Console
 
-        from ssb.evaluate import EvalConfig, run_eval, summary_table
+        from ssb.stages.evaluate import evaluate
 
-        cfg = EvalConfig(
-            dataset=dataset, backend=backend, model=model, out=out, source=source, split=split,
-            adapter=adapter, limit=limit, samples=samples, temperature=temperature,
-            top_p=top_p, max_tokens=max_tokens, seed=seed, template=template,
-            batch_size=batch_size, workers=workers,
-            backend_options=parse_backend_options(backend_opt), force=force,
-            progress=not no_progress,
-        )
-        summary = run_eval(cfg)
+        with render_events(progress) as on_event:
+            result = evaluate(config, on_event=on_event)
         if json_out:
-            emit_json(summary)
+            emit_json(result.summary)
         else:
-            Console().print(summary_table(summary))
-            typer.echo(f"results: {out / 'results.jsonl'}  summary: {out / 'summary.json'}")
+            Console().print(summary_table(result.summary))
+            typer.echo(f"results: {result.results}  summary: {result.out / 'summary.json'}")
+
+    # `ssb eval` is the stage; `ssb eval compare` a subcommand: the stage command is the group's
+    # callback, so it runs only when no subcommand is given.
+    holder = typer.Typer()
+    stage_command(holder, "eval", EvalConfig, handler, doc=DOC, extra=[
+        ("progress", bool, typer.Option(True, "--progress/--no-progress",
+                                        help="Show progress on stderr.")),
+        ("json_out", bool, typer.Option(False, "--json", help="Print summary.json to stdout."))])
+    stage_fn = holder.registered_commands[0].callback
+
+    def evaluate_group(ctx: typer.Context, **kwargs):
+        if ctx.invoked_subcommand is not None:
+            return
+        from ssb.options import ConfigError
+
+        missing = [f for f, k in (("--dataset", "dataset"), ("--backend", "backend"),
+                                  ("--model", "model"), ("--out", "out"))
+                   if kwargs.get(k) is None]
+        if missing and kwargs.get("config") is None:
+            raise ConfigError(f"ssb eval needs {', '.join(missing)} (or a subcommand: compare); "
+                              "see `ssb eval --help`")
+        stage_fn(ctx=ctx, **kwargs)
+
+    evaluate_group.__signature__ = stage_fn.__signature__  # type: ignore[attr-defined]
+    evaluate_group.__annotations__ = stage_fn.__annotations__
+    evaluate_group.__doc__ = DOC
+    eval_app.callback()(evaluate_group)
 
     @eval_app.command("compare")
     def compare(
@@ -113,7 +84,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
 
         from ssb.errors import SsbError
-        from ssb.evaluate import compare_runs, compare_table
+        from ssb.stages.evaluate import compare_runs
 
         if not 0 < alpha < 1:
             raise SsbError(f"--alpha must be in (0, 1), got {alpha}")
@@ -132,3 +103,61 @@ def register(app: typer.Typer) -> None:
             console.print(c["verdict"], highlight=False, markup=False, soft_wrap=True)
 
     app.add_typer(eval_app, name="eval")
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+def summary_table(summary: dict[str, Any]):
+    """A rich table of one run's summary."""
+    from rich.table import Table
+
+    acc = summary["accuracy"]
+    title = f"{summary['dataset']} ({summary['split']}): {summary['model']}"
+    if summary.get("adapter"):
+        title += f" + {summary['adapter']}"
+    table = Table(title=title, show_header=True)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    table.add_row("problems", str(summary["n"]))
+    table.add_row("samples / problem", str(summary["samples_per_problem"]))
+    table.add_row("accuracy (pass@1)", f"{100 * acc['mean']:.1f}%")
+    table.add_row("95% CI", f"{100 * acc['ci_low']:.1f} - {100 * acc['ci_high']:.1f}% "
+                            f"({acc['ci_method']})")
+    for k, v in (summary.get("pass@k") or {}).items():
+        if k != "1":
+            table.add_row(f"pass@{k}", f"{100 * v:.1f}%")
+    if "maj@n" in summary:
+        n = summary["samples_per_problem"]
+        table.add_row(f"avg@{n}", f"{100 * summary['avg@n']:.1f}%")
+        table.add_row(f"maj@{n}", f"{100 * summary['maj@n']:.1f}%")
+    table.add_row("truncated (hit max tokens)", f"{100 * summary['truncation_rate']:.1f}%")
+    table.add_row("no answer extracted", f"{100 * summary['no_answer_rate']:.1f}%")
+    table.add_row("mean response tokens", f"{summary['mean_response_tokens']:.1f}")
+    s = summary["settings"]
+    table.add_row("decoding", f"T={s['temperature']:g} top_p={s['top_p']:g} "
+                              f"max_tokens={s['max_tokens']} seed={s['seed']}")
+    return table
+
+
+def compare_table(report: dict[str, Any]):
+    """A rich table of :func:`ssb.stages.evaluate.compare_runs`' report."""
+    from rich.table import Table
+
+    table = Table(title=f"paired comparison on {report['shared_problems']} shared problems "
+                        f"(vs {report['runs'][0]['label']})")
+    for col, justify in (("run", "left"), ("model", "left"), ("adapter", "left"),
+                         ("accuracy", "right"), ("95% CI", "right"), ("diff (pts)", "right"),
+                         ("diff 95% CI", "right"), ("McNemar p", "right"),
+                         ("significant", "center")):
+        table.add_column(col, justify=justify)
+    for i, r in enumerate(report["runs"]):
+        c = report["comparisons"][i - 1] if i else None  # comparisons follow runs[1:]
+        table.add_row(
+            r["label"], str(r.get("model") or ""), str(r.get("adapter") or "-"),
+            f"{100 * r['accuracy']:.1f}%", f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}",
+            "(base)" if c is None else f"{100 * c['diff']:+.1f}",
+            "" if c is None else f"{100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f}",
+            "" if c is None or c["mcnemar_p"] is None else f"{c['mcnemar_p']:.3g}",
+            "" if c is None else ("yes" if c["significant"] else "NO"),
+        )
+    return table

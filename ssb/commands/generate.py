@@ -47,22 +47,23 @@ def register(app: typer.Typer) -> None:
         import sys
         import time
 
-        from ssb.commands._common import (emit_json, load_backend, parse_backend_options,
-                                          progress_bar)
+        from ssb.commands._common import emit_json, load_backend, render_events
+        from ssb.events import Reporter
         from ssb.records import SamplingParams
 
-        options = parse_backend_options(backend_opt)
         messages = ([{"role": "system", "content": system}] if system else []) + \
             [{"role": "user", "content": prompt}]
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                                 max_new_tokens=max_tokens, stop=list(stop), seed=seed)
         t0 = time.perf_counter()
-        engine = load_backend(backend, model, adapter, options)
+        engine = load_backend(backend, model, adapter, backend_opt)
         loaded = time.perf_counter()
         try:
-            with progress_bar(f"generate ({backend})", n,
-                              enabled=not json_out and sys.stderr.isatty()) as advance:
-                result = engine.generate([messages], params, progress=advance)
+            with render_events(not json_out and sys.stderr.isatty()) as on_event:
+                report = Reporter("generate", on_event)
+                report.start(f"generate ({backend})", total=n)
+                result = engine.generate([messages], params, progress=report.advance)
+                report.end()
         finally:
             engine.close()
         done = time.perf_counter()

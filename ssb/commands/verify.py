@@ -22,8 +22,9 @@ def register(app: typer.Typer) -> None:
                                                help="One model response (with --gold)."),
         timeout: float = typer.Option(5.0, "--timeout", min=0.1,
                                       help="Seconds allowed per verification."),
-        workers: int = typer.Option(0, "--workers", "-w", min=0,
-                                    help="Helper processes for large files (0: in-process)."),
+        workers: Optional[int] = typer.Option(
+            None, "--workers", "-w", min=0,
+            help="Helper processes for --input files (default: one per core; 0: in-process)."),
         strict: bool = typer.Option(False, "--strict",
                                     help="Boxed answers only (no 'the answer is'/last-number fallback)."),
         config: Optional[Path] = config_option(),

@@ -20,7 +20,7 @@ def _lazy(name: str):
     def fn(inputs, **params):
         from ssb import losses
 
-        return losses.BUILTIN[name][0](inputs, **params)
+        return losses.BUILTIN[name](inputs, **params)
 
     fn.__name__ = f"loss_{name}"
     return fn
@@ -29,4 +29,6 @@ def _lazy(name: str):
 @hookimpl
 def register_losses(register):
     for name, description in _DESCRIPTIONS.items():
-        register(Loss(name=name, fn=_lazy(name), description=description))
+        # Cross-entropy reads only the solution tokens: it trains with --teacher none.
+        register(Loss(name=name, fn=_lazy(name), description=description,
+                      needs_teacher=name != "ce"))

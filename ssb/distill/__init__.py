@@ -16,7 +16,7 @@ from typing import Any
 
 
 def __getattr__(name: str) -> Any:  # keep `import ssb.distill` free of torch
-    if name in ("DistillConfig", "run_distill", "PRESETS"):
+    if name in ("DistillConfig", "DistillResult", "distill"):
         from ssb.distill import trainer
 
         return getattr(trainer, name)

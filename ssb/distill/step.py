@@ -22,6 +22,7 @@ class LossTerm:
     weight: float
     fn: Callable[..., torch.Tensor]
     params: dict[str, float] = field(default_factory=dict)
+    needs_teacher: bool = True  # ssb.types.Loss.needs_teacher
 
 
 def resolve_loss_terms(spec: str) -> list[LossTerm]:
@@ -30,13 +31,14 @@ def resolve_loss_terms(spec: str) -> list[LossTerm]:
     from ssb.plugins import get_registry
 
     registry = get_registry()
-    return [LossTerm(name, weight, registry.loss(name).fn, params)
+    return [LossTerm(name, weight, registry.loss(name).fn, params,
+                     needs_teacher=registry.loss(name).needs_teacher)
             for name, weight, params in parse_loss_spec(spec)]
 
 
 def needs_teacher(terms: list[LossTerm]) -> bool:
-    """Only plain cross-entropy can run without a teacher."""
-    return any(t.name != "ce" for t in terms)
+    """Whether any term (weight 0 included: it is still computed and logged) reads the teacher."""
+    return any(t.needs_teacher for t in terms)
 
 
 @dataclass
@@ -96,7 +98,8 @@ def distill_step(model, batch: dict[str, torch.Tensor], terms: list[LossTerm], *
 
 def check_terms(terms: list[LossTerm], teacher: str) -> None:
     if teacher == "none" and needs_teacher(terms):
-        raise SsbError("losses other than ce need a teacher (--teacher online|offline)")
+        names = ", ".join(t.name for t in terms if t.needs_teacher)
+        raise SsbError(f"--loss {names} needs a teacher (--teacher online|offline)")
     if all(t.weight == 0 for t in terms):
         raise SsbError("--loss: every weight is 0, nothing to train on")
 

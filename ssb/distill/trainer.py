@@ -18,76 +18,117 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 from ssb.errors import SsbError
+from ssb.events import EventCallback, Reporter
+from ssb.options import ConfigError, StageConfig, option
 
 log = logging.getLogger("ssb.distill")
 
 SHORT_TARGETS = {"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj",
                  "gate": "gate_proj", "up": "up_proj", "down": "down_proj"}
-PAPER_PRESET: dict[str, Any] = {
-    "lora_r": 32, "lora_alpha": 32, "target_modules": "q,k,v,o,gate,up,down", "lr": 2e-4,
-    "batch_size": 4, "epochs": 3.0, "temperature": 2.0, "loss": "kl=1,ce=0",
-}
-# Quick CPU runs of the small model: a smaller adapter, one epoch, short sequences.
-SMOKE_PRESET: dict[str, Any] = {
-    "lora_r": 8, "lora_alpha": 16, "epochs": 1.0, "batch_size": 1, "grad_accum": 4,
-    "max_length": 768,
-}
-PRESETS = {"paper": PAPER_PRESET, "smoke": SMOKE_PRESET}
+LR_SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+                 "constant_with_warmup", "inverse_sqrt", "cosine_with_min_lr",
+                 "warmup_stable_decay")
 
 
 @dataclass
-class DistillConfig:
+class DistillConfig(StageConfig):
     """Everything ``ssb distill`` takes (the defaults are the paper's hyperparameters)."""
 
-    curated: str
-    model: str
-    out: str
-    lora_r: int = 32
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    target_modules: str = "q,k,v,o,gate,up,down"
-    epochs: float = 3.0
-    max_steps: int = -1
-    batch_size: int = 4
-    grad_accum: int = 1
-    lr: float = 2e-4
-    lr_scheduler: str = "linear"
-    warmup_steps: float = 0.0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    temperature: float = 2.0
-    loss: str = "kl=1,ce=0"
-    teacher: str = "online"
-    teacher_store: str | None = None
-    max_length: int | None = 2048
-    overlong: str = "truncate"
-    seed: int = 0
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
-    logit_chunk: int = 256
-    save_steps: int = 50
-    save_total_limit: int = 2
-    logging_steps: int = 1
-    report_to: str = "none"
-    preset: str | None = None
-    force: bool = False
-    progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
+    COMMAND: ClassVar[str] = "distill"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        # The paper: r=32 a=32 on every projection, lr 2e-4, batch 4, 3 epochs, KD T=2, kl=1.
+        "paper": {"lora_r": 32, "lora_alpha": 32, "target_modules": "q,k,v,o,gate,up,down",
+                  "lr": 2e-4, "batch_size": 4, "epochs": 3.0, "temperature": 2.0,
+                  "loss": "kl=1,ce=0"},
+        # Quick CPU runs of the small model: a smaller adapter, one epoch, short sequences.
+        "smoke": {"lora_r": 8, "lora_alpha": 16, "epochs": 1.0, "batch_size": 1,
+                  "grad_accum": 4, "max_length": 768},
+    }
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+    curated: str = option(help="Curate output DIR (curated.jsonl) or the jsonl file.")
+    model: str = option(help="Base model: hub id, HF dir, .gguf file, or 'default'.")
+    out: str = option(resume=False,
+                      help="Output DIR: adapter/, metrics.jsonl, training.png, manifest.json.")
+    lora_r: int = option(32, ge=1, help="LoRA rank.")
+    lora_alpha: int = option(32, gt=0, help="LoRA alpha.")
+    lora_dropout: float = option(0.05, ge=0, lt=1, help="LoRA dropout.")
+    target_modules: str = option("q,k,v,o,gate,up,down",
+                                 help="Comma-separated modules (q,k,v,o,gate,up,down or full "
+                                 "names).")
+    epochs: float = option(3.0, gt=0, help="Training epochs.")
+    max_steps: int = option(-1, ge=-1, help="Stop after this many optimizer steps (-1: use "
+                            "--epochs).")
+    batch_size: int = option(4, ge=1, help="Examples per device per micro-batch.")
+    grad_accum: int = option(1, ge=1, help="Gradient accumulation steps.")
+    lr: float = option(2e-4, gt=0, help="Peak learning rate.")
+    lr_scheduler: str = option("linear", choices=LR_SCHEDULERS,
+                               help="transformers scheduler name.")
+    warmup_steps: float = option(0.0, ge=0, help="Warmup steps (a value < 1 is a ratio).")
+    weight_decay: float = option(0.0, ge=0, help="AdamW weight decay.")
+    max_grad_norm: float = option(1.0, gt=0, help="Gradient clipping norm.")
+    temperature: float = option(2.0, gt=0, help="KD temperature T (KL terms x T^2).")
+    loss: str = option("kl=1,ce=0", help="Weighted losses by registry name, e.g. kl=1,ce=0.5 "
+                       "or jsd=1,jsd.beta=0.3.")
+    teacher: str = option("online", choices=("online", "offline", "none"),
+                          help="online (base model, adapter off), offline (top-k store) or "
+                          "none (ce only).")
+    teacher_store: str | None = option(None, help="Store DIR from `ssb teacher-logits` (with "
+                                       "--teacher offline).")
+    max_length: int | None = option(2048, ge=8, help="Max tokens of the longer view; see "
+                                    "--overlong.")
+    overlong: str = option("truncate", choices=("truncate", "drop"),
+                           help="Too long: truncate the solution (same cut in both views) or "
+                           "drop the record.")
+    seed: int = option(0, help="Seed (LoRA init, data order, dropout).")
+    dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"),
+                        help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
+    gradient_checkpointing: bool = option(False, help="Recompute activations in backward "
+                                          "(less memory).")
+    logit_chunk: int = option(256, ge=1, resume=False,
+                              help="Solution tokens per LM-head/loss chunk (memory knob).")
+    save_steps: int = option(50, ge=1, resume=False,
+                             help="Checkpoint every N steps (resume point).")
+    save_total_limit: int = option(2, ge=1, resume=False, help="Checkpoints kept.")
+    logging_steps: int = option(1, ge=1, resume=False, help="Log metrics every N steps.")
+    eval_records: str | None = option(None, help="Held-out curated records (DIR or jsonl), "
+                                      "never trained on: their loss is measured every "
+                                      "--eval-steps steps (heldout.jsonl).")
+    eval_steps: int = option(0, ge=0, help="Measure the held-out loss every N optimizer steps "
+                             "(0: only before and after training, when --eval-records is set).")
+    report_to: str = option("none", resume=False,
+                            help="none, tensorboard, wandb (comma-separated).")
+    force: bool = option(False, resume=False,
+                         help="Start over in OUT even if it holds a run with another config.")
+
+    def check(self) -> None:
+        target_module_names(self.target_modules)
+        from ssb.losses import parse_loss_spec
+        from ssb.plugins import get_registry
+
+        registry = get_registry()
+        terms = parse_loss_spec(self.loss)
+        losses = [registry.loss(name) for name, _, _ in terms]
+        if all(w == 0 for _, w, _ in terms):
+            raise ConfigError("--loss: every weight is 0, nothing to train on")
+        # Weight-0 terms are still computed (and logged), so they need their inputs too.
+        needs = [spec.name for spec in losses if spec.needs_teacher]
+        if self.teacher == "none" and needs:
+            raise ConfigError(f"--loss {', '.join(needs)} needs a teacher "
+                              "(--teacher online|offline)")
+        if self.teacher == "offline" and not self.teacher_store:
+            raise ConfigError("--teacher offline needs --teacher-store DIR (ssb teacher-logits)")
 
 
 def target_module_names(spec: str) -> list[str]:
     """``"q,k,v,o,gate,up,down"`` (short or full names) -> module names for peft."""
     names = [SHORT_TARGETS.get(n.strip(), n.strip()) for n in spec.split(",") if n.strip()]
     if not names:
-        raise SsbError("--target-modules is empty")
+        raise ConfigError("--target-modules is empty")
     if any(n in ("lm_head", "embed_tokens") for n in names):
-        raise SsbError("--target-modules: lm_head/embed_tokens are shared with the online "
+        raise ConfigError("--target-modules: lm_head/embed_tokens are shared with the online "
                        "teacher and must stay frozen; adapt the transformer blocks")
     return names
 
@@ -140,7 +181,7 @@ def _trainer_class():
     return DistillTrainer
 
 
-def _callbacks(metrics_path: Path, progress: bool):
+def _callbacks(metrics_path: Path, report: Reporter, heldout: "HeldOut | None"):
     from transformers import TrainerCallback
 
     class MetricsJsonl(TrainerCallback):
@@ -156,44 +197,95 @@ def _callbacks(metrics_path: Path, progress: bool):
             row.update({k: v for k, v in logs.items() if k.startswith("loss_")})
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
+            info = f"loss {row['loss']:.4f}"
+            if row["grad_norm"] is not None:
+                info += f"  |g| {row['grad_norm']:.3f}"
+            report.info(info)
+            report.emit("log", message="", data={"metrics": row})
 
-    class RichProgress(TrainerCallback):
-        def __init__(self):
-            self._progress = None
-            self._task = None
+    class Progress(TrainerCallback):
+        """Training progress as :mod:`ssb.events` (the CLI draws them; a notebook may not)."""
 
         def on_train_begin(self, args, state, control, **kwargs):
-            if not state.is_world_process_zero:
-                return
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                       TimeElapsedColumn, TimeRemainingColumn)
-
-            self._progress = Progress(
-                TextColumn("[bold]distill"), BarColumn(), MofNCompleteColumn(),
-                TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                console=Console(stderr=True))
-            self._progress.start()
-            self._task = self._progress.add_task("distill", total=state.max_steps,
-                                                 completed=state.global_step, info="")
+            if state.is_world_process_zero:
+                report.start("distill", total=state.max_steps, done=state.global_step)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self._progress is not None:
-                self._progress.update(self._task, completed=state.global_step)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if self._progress is not None and logs and "loss" in logs:
-                info = f"loss {logs['loss']:.4f}"
-                if logs.get("grad_norm") is not None:
-                    info += f"  |g| {logs['grad_norm']:.3f}"
-                self._progress.update(self._task, info=info)
+            if state.is_world_process_zero:
+                report.advance(1)
 
         def on_train_end(self, args, state, control, **kwargs):
-            if self._progress is not None:
-                self._progress.stop()
-                self._progress = None
+            if state.is_world_process_zero:
+                report.end()
 
-    return [MetricsJsonl()] + ([RichProgress()] if progress else [])
+    class HeldOutLoss(TrainerCallback):
+        """The training objective on held-out records every ``eval_steps`` steps (and at the
+        first and last step): a curve that is not one noisy micro-batch (heldout.jsonl)."""
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            assert heldout is not None
+            if heldout.every and state.global_step % heldout.every == 0:
+                heldout.measure(model, state.global_step, state.is_world_process_zero)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            assert heldout is not None
+            heldout.measure(model, state.global_step, state.is_world_process_zero)
+
+    callbacks = [MetricsJsonl(), Progress()]
+    if heldout is not None:
+        callbacks.append(HeldOutLoss())
+    return callbacks
+
+
+@dataclass
+class HeldOut:
+    """Held-out curated records and where their loss goes (one row per measurement)."""
+
+    examples: list
+    collator: Any
+    terms: list
+    temperature: float
+    teacher: str
+    logit_chunk: int
+    batch_size: int
+    every: int
+    path: Path
+    measured: set = field(default_factory=set)
+
+    def loss(self, model) -> dict[str, float]:
+        """Token-weighted mean of each term (kl, ce) over every held-out solution token."""
+        import torch
+
+        from ssb.distill.step import distill_step
+
+        was_training = model.training
+        model.eval()
+        totals: dict[str, float] = defaultdict(float)
+        tokens = 0
+        device = next(model.parameters()).device
+        try:
+            with torch.no_grad():
+                for start in range(0, len(self.examples), self.batch_size):
+                    batch = self.collator(self.examples[start:start + self.batch_size])
+                    batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+                    result = distill_step(model, batch, self.terms, temperature=self.temperature,
+                                          teacher=self.teacher, logit_chunk=self.logit_chunk)
+                    n = result.num_solution_tokens
+                    for name, value in result.parts.items():
+                        totals[name] += value * n
+                    tokens += n
+        finally:
+            model.train(was_training)
+        return {k: v / max(tokens, 1) for k, v in totals.items()} | {"tokens": tokens}
+
+    def measure(self, model, step: int, main: bool) -> None:
+        if step in self.measured:
+            return
+        self.measured.add(step)
+        values = self.loss(model)
+        if main:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
 
 
 # -- outputs -----------------------------------------------------------------------------------
@@ -210,34 +302,6 @@ def _keep_metrics_until(path: Path, step: int) -> None:
 
     rows = [r for r in read_metrics(path) if r.get("step", 0) <= step]
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in rows))
-
-
-def plot_training(metrics_path: Path, out_png: Path) -> None:
-    """loss (and each part) and grad-norm curves from metrics.jsonl, written atomically."""
-    import os
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_metrics(metrics_path)
-    fig, (ax_loss, ax_grad) = plt.subplots(1, 2, figsize=(10, 4))
-    steps = [r["step"] for r in rows]
-    ax_loss.plot(steps, [r["loss"] for r in rows], label="loss", linewidth=2)
-    for key in sorted({k for r in rows for k in r if k.startswith("loss_")}):
-        ax_loss.plot(steps, [r.get(key) for r in rows], label=key, linestyle="--")
-    ax_loss.set_xlabel("step")
-    ax_loss.set_title("loss")
-    ax_loss.legend()
-    ax_grad.plot(steps, [r.get("grad_norm") for r in rows], color="tab:red")
-    ax_grad.set_xlabel("step")
-    ax_grad.set_title("grad norm")
-    fig.tight_layout()
-    tmp = out_png.with_name(f".{out_png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_png)
 
 
 def last_complete_checkpoint(checkpoints: Path) -> str | None:
@@ -282,45 +346,86 @@ def _checkpointing_args(enabled: bool) -> dict[str, Any]:
 
 # -- the run -----------------------------------------------------------------------------------
 
-def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
-    """Train (or resume) a LoRA adapter; returns a summary (also stored in the manifest)."""
+@dataclass
+class DistillResult:
+    """What :func:`distill` returns (``summary`` is also stored in ``manifest.json``)."""
+
+    out: Path
+    summary: dict[str, Any]
+
+    @property
+    def adapter(self) -> Path:
+        return self.out / "adapter"
+
+
+def _is_main_process() -> bool:
+    """Rank 0 of an ``accelerate launch`` / ``torchrun`` job (or a plain single process): the one
+    process that locks the output directory and writes the manifest, metrics and adapter."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def distill(cfg: DistillConfig, *, on_event: EventCallback | None = None,
+            callbacks: Sequence[Any] = ()) -> DistillResult:
+    """Train (or resume) a LoRA adapter in ``cfg.out``; ``callbacks``: extra TrainerCallbacks."""
+    from contextlib import nullcontext
+
+    from ssb.distill.alignment import curated_path
+    from ssb.stage import StageOutput, load_manifest
+
+    cfg = cfg.validate()
+    out = Path(cfg.out)
+    curated_file = curated_path(cfg.curated)
+    main = _is_main_process()
+    identity = cfg.identity()
+    stage = StageOutput(out, "distill", identity, cfg.manifest(), force=cfg.force,
+                        inputs=[curated_file], seed=cfg.seed)
+    if not main:  # workers read the run's state; rank 0 owns the directory
+        from ssb.stage import check_resume
+
+        check_resume(out, "distill", identity, cfg.force)
+    with stage if main else nullcontext(stage):
+        return _distill_locked(cfg, stage if main else None, Reporter("distill", on_event),
+                               callbacks, previous=load_manifest(out) if not main
+                               else stage.previous)
+
+
+def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
+                    callbacks: Sequence[Any],
+                    previous: dict[str, Any] | None) -> DistillResult:
     import torch
     from transformers import PrinterCallback, TrainingArguments, set_seed
 
-    from ssb.config import check_resume, config_changes, finish_manifest, jsonable, \
-        load_manifest, sha256_file, start_manifest
     from ssb.distill.alignment import align_records, curated_path, load_curated
     from ssb.distill.batching import AlignedDataset, DistillCollator
     from ssb.distill.step import check_terms, describe_terms, resolve_loss_terms
     from ssb.models import load_causal_lm, load_tokenizer, resolve, resolve_dtype
+    from ssb.stage import sha256_file
     from ssb.teacher import TopKStore, tokenizer_fingerprint
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
     checkpoints = out / "checkpoints"
     metrics_path = out / "metrics.jsonl"
+    heldout_path = out / "heldout.jsonl"
     adapter_dir = out / "adapter"
-    config = {k: v for k, v in cfg.to_dict().items() if k not in ("extra",)}
 
     # Resume or start over: a changed config is refused unless --force, which starts afresh.
-    old = load_manifest(out)
-    changed = bool(old and config_changes(old.get("config", {}), jsonable(config)))
-    resuming = check_resume(out, "distill", config, cfg.force)
-    if changed:  # --force with a new config: the old checkpoints do not belong to this run
-        for stale in (checkpoints, adapter_dir):
+    if stage is not None and stage.identity_changed:
+        for stale in (checkpoints, adapter_dir):  # they do not belong to this config
             shutil.rmtree(stale, ignore_errors=True)
         metrics_path.unlink(missing_ok=True)
-        resuming = False
-    if resuming and old and old.get("finished") and (adapter_dir / "adapter_config.json").exists():
-        return {**old.get("summary", {}), "already_complete": True, "out": str(out)}
+        heldout_path.unlink(missing_ok=True)
+    elif previous and previous.get("finished") and (adapter_dir / "adapter_config.json").exists():
+        return DistillResult(out, {**previous.get("summary", {}), "already_complete": True,
+                                   "out": str(out)})
 
     # Inputs: loss terms (registry), curated records -> aligned token ids, teacher store.
-    if cfg.teacher not in ("online", "offline", "none"):
-        raise SsbError(f"--teacher must be online, offline or none, got {cfg.teacher!r}")
     terms = resolve_loss_terms(cfg.loss)
     check_terms(terms, cfg.teacher)
     curated_file = curated_path(cfg.curated)
     records = load_curated(curated_file)
+    _check_one_template(records, curated_file)
     ref = resolve(cfg.model)
     tokenizer = load_tokenizer(ref)
     examples, report = align_records(tokenizer, records, max_length=cfg.max_length,
@@ -330,13 +435,19 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
                     cfg.max_length, len(report.truncated), len(report.dropped), cfg.overlong)
     if not examples:
         raise SsbError(f"no record fits --max-length {cfg.max_length}")
+    heldout_examples = []
+    if cfg.eval_records:
+        held_records = load_curated(curated_path(cfg.eval_records))
+        train_ids = {r.id for r in records}
+        overlap = [r.id for r in held_records if r.id in train_ids]
+        if overlap:
+            raise SsbError(f"--eval-records shares {len(overlap)} record(s) with --curated "
+                           f"(e.g. {overlap[0]!r}): held-out records must not be trained on")
+        heldout_examples, _ = align_records(tokenizer, held_records, max_length=cfg.max_length,
+                                            overlong=cfg.overlong)  # type: ignore[arg-type]
     store = None
     if cfg.teacher == "offline":
-        if not cfg.teacher_store:
-            raise SsbError("--teacher offline needs --teacher-store DIR (ssb teacher-logits)")
         store = TopKStore(cfg.teacher_store)
-
-    manifest = start_manifest(out, "distill", config, inputs=[curated_file], seed=cfg.seed)
 
     # Model: base weights frozen, LoRA adapter on top (zero-initialized B: starts as the base).
     from peft import LoraConfig, get_peft_model
@@ -385,10 +496,22 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
         tokenizer.eos_token_id
+    heldout = None
+    if heldout_examples:
+        # Every arm is measured the same way, whatever it trains on: KL(teacher || student) at
+        # the training temperature and the solution cross-entropy, so curves of a KD arm and an
+        # SFT arm can be overlaid.  The online teacher is the same model with the adapter off.
+        held_teacher = "offline" if cfg.teacher == "offline" else "online"
+        heldout = HeldOut(examples=heldout_examples,
+                          collator=DistillCollator(pad_id, teacher=held_teacher, store=store),
+                          terms=resolve_loss_terms("kl=1,ce=1"), temperature=cfg.temperature,
+                          teacher=held_teacher,
+                          logit_chunk=cfg.logit_chunk, batch_size=cfg.batch_size,
+                          every=cfg.eval_steps, path=heldout_path)
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=AlignedDataset(examples),
         data_collator=DistillCollator(pad_id, teacher=cfg.teacher, store=store),
-        callbacks=[*_callbacks(metrics_path, cfg.progress), *callbacks],
+        callbacks=[*_callbacks(metrics_path, report_events, heldout), *callbacks],
         loss_terms=terms, temperature=cfg.temperature, teacher=cfg.teacher,
         logit_chunk=cfg.logit_chunk,
     )
@@ -396,10 +519,19 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; we have metrics.jsonl
     last = last_complete_checkpoint(checkpoints)
     if last:
-        _keep_metrics_until(metrics_path, int(Path(last).name.split("-")[-1]))
-        log.warning("resuming from %s", last)
-    elif metrics_path.exists():
-        metrics_path.unlink()
+        step = int(Path(last).name.split("-")[-1])
+        _keep_metrics_until(metrics_path, step)
+        _keep_metrics_until(heldout_path, step)
+        if heldout is not None:
+            heldout.measured.update(r["step"] for r in read_metrics(heldout_path))
+        report_events.log(f"resuming from {last}")
+    else:
+        metrics_path.unlink(missing_ok=True)
+        heldout_path.unlink(missing_ok=True)
+        if heldout is not None:  # the starting point: the adapter is zero, the model the base
+            heldout.measure(model, 0, trainer.is_world_process_zero())
+    if stage is not None:
+        stage.start_work()
     result = trainer.train(resume_from_checkpoint=last)
 
     # Outputs: adapter (safetensors, no pickle), curves, manifest.
@@ -410,8 +542,7 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
             str(adapter_dir), safe_serialization=True)
         tokenizer.save_pretrained(str(adapter_dir))
         rows = read_metrics(metrics_path)
-        if rows:
-            plot_training(metrics_path, out / "training.png")
+        held = read_metrics(heldout_path)
         summary = {
             "out": str(out), "adapter": str(adapter_dir), "steps": trainer.state.global_step,
             "resumed_from": last, "train_loss": result.training_loss,
@@ -419,7 +550,18 @@ def run_distill(cfg: DistillConfig, callbacks: Sequence[Any] = ()) -> dict[str, 
             "last_loss": rows[-1]["loss"] if rows else None,
             "loss_terms": describe_terms(terms), "teacher": cfg.teacher,
             "alignment": report.to_dict(), "vocab_size": int(vocab_size),
+            "heldout_first": held[0] if held else None,
+            "heldout_last": held[-1] if held else None,
         }
-        finish_manifest(out, manifest, summary=summary)
-        return summary
-    return {"out": str(out)}
+        stage.finish(summary=summary)
+        return DistillResult(out, summary)
+    return DistillResult(out, {"out": str(out)})
+
+
+def _check_one_template(records: Sequence[Any], path: Path) -> None:
+    """Records curated with different prompt templates teach different teacher views; a mixed
+    training set is almost always two runs concatenated by mistake."""
+    templates = sorted({r.template for r in records})
+    if len(templates) > 1:
+        raise SsbError(f"{path}: records from {len(templates)} prompt templates mixed "
+                       f"({', '.join(templates)}); curate them separately or pick one")

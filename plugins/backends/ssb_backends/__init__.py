@@ -18,18 +18,60 @@ import importlib
 from typing import Any
 
 from ssb.hookspecs import hookimpl
-from ssb.types import BackendFactory
+from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT, BackendFactory, BackendOption
 
 __version__ = "0.1.0"
 
-_BACKENDS = {
-    "transformers": ("ssb_backends.transformers",
-                     "HF transformers generate (batched, left padding, CPU/CUDA, peft adapters)"),
-    "llama.cpp": ("ssb_backends.llama_cpp",
-                  "llama-cpp-python on a GGUF model (CPU/GPU, GGUF LoRA adapters)"),
-    "openai": ("ssb_backends.openai_compat",
-               "an OpenAI-compatible server (vllm serve, SGLang, llama_cpp.server, ...)"),
-    "vllm": ("ssb_backends.vllm", "in-process vLLM (tensor parallel, LoRA adapters)"),
+O = BackendOption
+
+# Each backend's -B options, typed.  volatile: speed or plumbing only (left out of a run's resume
+# identity); secret: never written to a file or a log.
+_BACKENDS: dict[str, dict[str, Any]] = {
+    "transformers": dict(
+        module="ssb_backends.transformers",
+        description="HF transformers generate (batched, left padding, CPU/CUDA, peft adapters)",
+        adapter_formats=frozenset({ADAPTER_PEFT}), loads_hf_dirs=True, loads_gguf=True,
+        options=(O("device", str, None, "cpu, cuda, cuda:1 ... (default: cuda if available)",
+                   volatile=True),
+                 O("dtype", str, "auto", "auto, float32, bfloat16, float16"),
+                 O("batch_size", int, 8, "conversations per generate call", volatile=True),
+                 O("merge_adapter", bool, True, "fold the LoRA into the weights before "
+                   "generating (faster; same math)"))),
+    "llama.cpp": dict(
+        module="ssb_backends.llama_cpp",
+        description="llama-cpp-python on a GGUF model (CPU/GPU, GGUF LoRA adapters)",
+        adapter_formats=frozenset({ADAPTER_GGUF}), loads_hf_dirs=False, loads_gguf=True,
+        options=(O("n_threads", int, None, "CPU threads (default: llama.cpp's)", volatile=True),
+                 O("n_ctx", int, 4096, "context window per sequence"),
+                 O("n_gpu_layers", int, 0, "layers offloaded to the GPU", volatile=True),
+                 O("n_batch", int, 512, "prompt tokens per decode call", volatile=True),
+                 O("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter"))),
+    "openai": dict(
+        module="ssb_backends.openai_compat",
+        description="an OpenAI-compatible server (vllm serve, SGLang, llama_cpp.server, ...)",
+        adapter_formats=frozenset(), loads_hf_dirs=True, loads_gguf=True,
+        options=(O("base_url", str, None, "server URL(s), comma-separated (round-robin)",
+                   volatile=True),
+                 O("api_key", str, None, "API key (prefer api_key_env)", volatile=True,
+                   secret=True),
+                 O("api_key_env", str, None, "environment variable holding the API key",
+                   volatile=True),
+                 O("concurrency", int, 8, "requests in flight", volatile=True),
+                 O("timeout", float, 600.0, "seconds per request", volatile=True),
+                 O("max_retries", int, 5, "retries of a failed request", volatile=True),
+                 O("backoff", float, 1.0, "first retry delay in seconds", volatile=True),
+                 O("server", str, "auto", "auto, llama.cpp, vllm, sglang, openai "
+                   "(which sampling fields the server takes)", volatile=True))),
+    "vllm": dict(
+        module="ssb_backends.vllm", description="in-process vLLM (tensor parallel, LoRA adapters)",
+        adapter_formats=frozenset({ADAPTER_PEFT}), loads_hf_dirs=True, loads_gguf=True,
+        options=(O("tensor_parallel_size", int, 1, "GPUs per model", volatile=True),
+                 O("gpu_memory_utilization", float, 0.9, "share of GPU memory", volatile=True),
+                 O("max_lora_rank", int, 64, "must be >= the adapter's rank", volatile=True),
+                 O("max_model_len", int, None, "context length"),
+                 O("dtype", str, "auto", "auto, bfloat16, float16, float32"),
+                 O("enforce_eager", bool, False, "disable CUDA graphs", volatile=True),
+                 O("chunk_size", int, 512, "conversations per vLLM call", volatile=True))),
 }
 
 
@@ -43,6 +85,9 @@ def _lazy_create(module_name: str):
 
 @hookimpl
 def register_backends(register):
-    for name, (module_name, description) in _BACKENDS.items():
-        register(BackendFactory(name=name, create=_lazy_create(module_name),
-                                description=description))
+    for name, spec in _BACKENDS.items():
+        register(BackendFactory(name=name, create=_lazy_create(spec["module"]),
+                                description=spec["description"], options=spec["options"],
+                                adapter_formats=spec["adapter_formats"],
+                                loads_hf_dirs=spec["loads_hf_dirs"],
+                                loads_gguf=spec["loads_gguf"]))

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 from ssb.hookspecs import hookimpl
 from ssb.records import Completion, SamplingParams
-from ssb.types import BackendFactory
+from ssb.types import BackendFactory, BackendOption
 
 
 def conversation_key(messages: Sequence[dict], temperature: float) -> str:
@@ -116,9 +116,24 @@ def _create_record(model: str, adapter: str | None = None, *, inner: str, record
     return RecordBackend(wrapped, recording)
 
 
+_INNER_OPTIONS = (  # passed through to the wrapped backend (llama.cpp when recording)
+    BackendOption("n_threads", int, None, "inner backend threads", volatile=True),
+    BackendOption("n_ctx", int, None, "inner backend context"),
+    BackendOption("n_batch", int, None, "inner backend batch", volatile=True),
+)
+
+
 @hookimpl
 def register_backends(register):
-    register(BackendFactory("replay", _create_replay,
-                            "test only: replays recorded completions (model = recording.jsonl)"))
-    register(BackendFactory("record", _create_record,
-                            "test only: wraps -B inner=BACKEND and records to -B recording=FILE"))
+    register(BackendFactory(
+        "replay", _create_replay,
+        "test only: replays recorded completions (model = recording.jsonl)",
+        options=(BackendOption("delay", float, 0.0, "seconds per call", volatile=True),),
+        adapter_formats=frozenset({"peft", "gguf"})))
+    register(BackendFactory(
+        "record", _create_record,
+        "test only: wraps -B inner=BACKEND and records to -B recording=FILE",
+        options=(BackendOption("inner", str, None, "the backend to record"),
+                 BackendOption("recording", str, None, "where to record", volatile=True),
+                 *_INNER_OPTIONS),
+        adapter_formats=frozenset({"gguf"}), loads_hf_dirs=False, loads_gguf=True))

@@ -1,13 +1,12 @@
 """``report.md`` of an ``ssb run``: settings, curation stats, training curves, base vs student.
 
-The base-vs-student numbers come from :func:`ssb.evaluate.compare_runs`, the same paired analysis
+The base-vs-student numbers come from :func:`ssb.stages.evaluate.compare_runs`, the same paired analysis
 as ``ssb eval compare``, so the report and the command can never disagree.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +41,7 @@ def _last_loss(metrics_path: Path) -> tuple[float | None, float | None, int]:
 
 
 def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str, dict]:
-    from ssb.evaluate import compare_runs
+    from ssb.stages.evaluate import compare_runs
 
     out = Path(out)
     lines = ["# SSB run report", ""]
@@ -63,20 +62,18 @@ def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str
     lines.append("")
 
     lines += ["## Training", ""]
-    plots = out / "plots"
-    plots.mkdir(exist_ok=True)
+    charts: list[dict[str, Any]] = []  # drawn by the CLI (ssb.commands.charts) into plots/
     for r in rounds:
         ddir = Path(r["dir"]) / "distill"
         first, last, steps = _last_loss(ddir / "metrics.jsonl")
         loss_text = (f"loss {first:.4f} → {last:.4f} over {steps} logged steps"
                      if first is not None else "no logged steps")
         lines.append(f"- round {r['round']}: {loss_text}")
-        png = ddir / "training.png"
-        if png.exists():
-            target = plots / f"training-round{r['round']}.png"
-            shutil.copyfile(png, target)
-            lines.append(f"  ![training curves round {r['round']}]"
-                         f"({target.relative_to(out).as_posix()})")
+        charts.append({"kind": "training", "metrics": str(ddir / "metrics.jsonl"),
+                       "heldout": str(ddir / "heldout.jsonl"),
+                       "path": f"plots/training-round{r['round']}.png",
+                       "title": f"round {r['round']}"})
+        lines.append(f"  ![training curves round {r['round']}](plots/training-round{r['round']}.png)")
     lines.append("")
 
     lines += ["## Base vs student", ""]
@@ -109,42 +106,31 @@ def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str
             lines.append(f"> note: {note}")
         lines.append("")
     if len(rounds) > 1 and datasets:
-        _accuracy_plot(plots / "accuracy-per-round.png", results)
+        charts.append({"kind": "accuracy_per_round", "path": "plots/accuracy-per-round.png",
+                       "series": {name: [r["accuracy"] for r in rep["runs"]]
+                                  for name, rep in results.items()}})
         lines += ["![accuracy per round](plots/accuracy-per-round.png)", ""]
     lines += [f"Method: {results[datasets[0]]['method']}." if datasets else "", ""]
-    return "\n".join(lines), results
+    return "\n".join(lines), results, charts
 
 
 def _settings(cfg: Any) -> dict[str, Any]:
     """The pipeline config as JSON, secrets redacted by the same rule as every manifest."""
-    from dataclasses import asdict, is_dataclass
+    from ssb.secrets import redact
 
-    from ssb.config import jsonable
-
-    return jsonable(asdict(cfg) if is_dataclass(cfg) else dict(cfg))
-
-
-def _accuracy_plot(path: Path, results: dict[str, Any]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, report in results.items():
-        acc = [100 * r["accuracy"] for r in report["runs"]]
-        ax.plot(range(len(acc)), acc, marker="o", label=name)
-    ax.set_xlabel("round (0 = base)")
-    ax.set_ylabel("accuracy (%)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return redact(cfg.manifest() if hasattr(cfg, "manifest") else dict(cfg))
 
 
 def write_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> Path:
-    text, results = build_report(out, cfg, rounds)
+    """report.md, report.json and charts.json (the data of every chart report.md links)."""
+    from ssb.secrets import redact
+
+    text, results, charts = build_report(out, cfg, rounds)
     atomic_write_text(Path(out) / "report.md", text)
     atomic_write_text(Path(out) / "report.json",
-                      json.dumps({"datasets": results}, indent=2, default=str) + "\n")
+                      json.dumps(redact({"datasets": results}), indent=2, default=str) + "\n")
+    atomic_write_text(Path(out) / CHARTS, json.dumps(charts, indent=2) + "\n")
     return Path(out) / "report.md"
+
+
+CHARTS = "charts.json"

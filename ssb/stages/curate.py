@@ -51,16 +51,19 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from ssb.errors import SsbError
+from ssb.events import EventCallback, Reporter
+from ssb.options import StageConfig, option
 from ssb.records import Completion, CuratedRecord, Problem, Rollout, SamplingParams, Verdict
+from ssb.stage import StageOutput, derive_seed, make_readable, select_problems
 
 COMMAND = "curate"
 JOURNAL = "journal.jsonl"
 CURATED = "curated.jsonl"
 STATS = "stats.json"
-LOCK = ".curate.lock"
+REJECTED = "rejected.jsonl"  # hinted solutions that did not verify, to read why
 
 KEPT = "kept"
 ALL_CORRECT = "all_correct"
@@ -68,20 +71,6 @@ ALL_WRONG = "all_wrong"
 TEACHER_WRONG = "teacher_wrong"
 ERROR = "error"
 SKIP_REASONS = (ALL_CORRECT, ALL_WRONG, TEACHER_WRONG, ERROR)
-_SKIP_LABEL = {ALL_CORRECT: "all_correct", ALL_WRONG: "all_wrong",
-               TEACHER_WRONG: "teacher_wrong", ERROR: "errors"}  # keys of stats["skipped"]
-
-# The paper's sampling settings (K=4 rollouts at T=0.8, top-k 50; teacher at T=0.4).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {"rollouts": 4, "temperature": 0.8, "top_k": 50, "top_p": 1.0,
-              "teacher_temperature": 0.4},
-}
-# Backend options that change speed or plumbing, not what is generated: not part of the config
-# a resume is checked against.  Secrets are never recorded.
-VOLATILE_BACKEND_OPTIONS = {"n_threads", "threads", "concurrency", "timeout", "max_retries",
-                            "base_url", "n_gpu_layers", "device", "batch_size",
-                            "gpu_memory_utilization"}
-SECRET_BACKEND_OPTIONS = {"api_key", "token", "password"}
 
 
 # -- pure selection logic -------------------------------------------------------------------------
@@ -196,7 +185,7 @@ def latest_outcomes(entries: Iterable[dict]) -> dict[str, dict]:
 def summarize(outcomes: Iterable[dict]) -> dict[str, Any]:
     """Counts and means over final per-problem outcomes (journal entries)."""
     outcomes = list(outcomes)
-    skipped = {_SKIP_LABEL[reason]: 0 for reason in SKIP_REASONS}
+    skipped = {_skip_label(reason): 0 for reason in SKIP_REASONS}
     kept = 0
     rollout_tokens: list[int] = []
     rollouts_correct = 0
@@ -208,7 +197,7 @@ def summarize(outcomes: Iterable[dict]) -> dict[str, Any]:
             kept += 1
             solution_tokens.append(e["teacher_tokens"])
         else:
-            skipped[_SKIP_LABEL[status]] += 1
+            skipped[_skip_label(status)] += 1
         rollout_tokens.extend(e.get("rollout_tokens") or [])
         rollouts_correct += sum(bool(c) for c in e.get("rollout_correct") or [])
         if e.get("teacher_tokens") is not None:
@@ -231,6 +220,10 @@ def summarize(outcomes: Iterable[dict]) -> dict[str, Any]:
     }
 
 
+def _skip_label(status: str) -> str:
+    return "errors" if status == ERROR else status  # the key in stats["skipped"]
+
+
 def _ratio(a: float, b: float) -> float | None:
     return round(a / b, 6) if b else None
 
@@ -242,82 +235,79 @@ def _mean(values: Sequence[float]) -> float | None:
 # -- the driver -----------------------------------------------------------------------------------
 
 @dataclass
-class CurateConfig:
-    """Everything ``ssb curate`` needs; field names mirror the CLI flags."""
+class CurateConfig(StageConfig):
+    """Everything ``ssb curate`` takes: the flags, the TOML keys and the Python API in one place."""
 
-    domain: str
-    backend: str
-    model: str
-    out: Path
-    dataset: str | None = None  # default: the domain's name
-    source: str | None = None
-    split: str = "train"
-    limit: int | None = None
-    rollouts: int = 4
-    seed: int = 0
-    temperature: float = 0.8
-    top_k: int = 50
-    top_p: float = 1.0
-    teacher_temperature: float = 0.4
-    max_tokens: int = 1024
-    teacher_max_tokens: int | None = None  # default: max_tokens (hinted solutions run longer)
-    template: str | None = None
-    batch_size: int = 8
-    max_errors: int = 10
-    workers: int = 0
-    skip_bad: bool = False
-    adapter: str | None = None
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    force: bool = False
-    progress: bool = True
+    COMMAND: ClassVar[str] = "curate"
+    # The paper's sampling settings (K=4 rollouts at T=0.8, top-k 50; teacher at T=0.4).
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {"rollouts": 4, "temperature": 0.8, "top_k": 50, "top_p": 1.0,
+                  "teacher_temperature": 0.4},
+    }
 
-    def validate(self) -> None:
-        if self.rollouts < 2:
-            raise SsbError(f"--rollouts must be at least 2 (one right and one wrong are needed), "
-                           f"got {self.rollouts}")
-        if self.batch_size < 1:
-            raise SsbError(f"--batch-size must be at least 1, got {self.batch_size}")
-        if self.limit is not None and self.limit < 0:
-            raise SsbError(f"--limit must be >= 0, got {self.limit}")
-        if self.max_tokens < 1:
-            raise SsbError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if self.teacher_max_tokens is not None and self.teacher_max_tokens < 1:
-            raise SsbError(f"--teacher-max-tokens must be >= 1, got {self.teacher_max_tokens}")
-        if self.max_errors < 0:
-            raise SsbError(f"--max-errors must be >= 0, got {self.max_errors}")
-        for name in ("temperature", "teacher_temperature"):
-            if getattr(self, name) < 0:
-                raise SsbError(f"--{name.replace('_', '-')} must be >= 0")
+    domain: str = option(help="Verifier + prompt domain (gsm8k, math, arithmetic, code, ...).")
+    backend: str = option(help="Generation backend (see `ssb plugins`).")
+    model: str = option(help="Model: hub id, HF directory, .gguf file or 'default'.")
+    out: Path = option(help="Output directory (rerun the same command to resume).",
+                       resume=False)
+    dataset: str | None = option(None, help="Dataset name (default: the domain's name).")
+    source: str | None = option(None, help="Local jsonl/json/parquet path or hub id "
+                                "(default: the dataset's).")
+    split: str = option("train", help="Dataset split.")
+    limit: int | None = option(None, ge=1, help="Use only the first N problems.")
+    rollouts: int = option(4, ge=2, help="Rollouts per problem (K); one right and one wrong "
+                           "are needed, so at least 2.")
+    seed: int = option(0, help="Seeds sampling and the selection tie-breaks.")
+    temperature: float = option(0.8, ge=0, help="Rollout temperature.")
+    top_k: int = option(50, ge=0, help="Top-k for sampling, 0 = off.")
+    top_p: float = option(1.0, gt=0, le=1, help="Top-p for sampling.")
+    teacher_temperature: float = option(0.4, ge=0, help="Temperature of the robust solution.")
+    max_tokens: int = option(1024, ge=1, help="Max new tokens per rollout / solution.")
+    teacher_max_tokens: int | None = option(
+        None, ge=1, help="Max new tokens of the robust solution (default: --max-tokens); a "
+        "truncated solution is never kept.")
+    template: str | None = option(None, help="Prompt template name or name@version "
+                                  "(default: the domain's first).")
+    batch_size: int = option(8, ge=1, resume=False, help="Problems per backend call.")
+    max_errors: int = option(10, ge=0, resume=False,
+                             help="Stop after more than this many failed problems in one run.")
+    workers: int | None = option(None, ge=0, resume=False,
+                                 help="Verification helper processes (default: one per core; "
+                                 "0: in-process).")
+    skip_bad: bool = option(False, help="Skip (and count) malformed dataset rows instead of "
+                            "failing.")
+    adapter: str | None = option(None, help="LoRA adapter for the backend (a format it loads).")
+    backend_options: dict[str, Any] = option(
+        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
+        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).")
+    force: bool = option(False, resume=False, help="Resume even though the config changed.")
 
-    def manifest_config(self) -> dict[str, Any]:
-        """The config recorded in the manifest and compared on resume (no secrets)."""
-        data = asdict(self)
-        data["out"] = str(self.out)
-        data["dataset"] = self.dataset or self.domain
-        options = {k: v for k, v in self.backend_options.items()
-                   if k not in SECRET_BACKEND_OPTIONS}
-        data["backend_options"] = {k: v for k, v in options.items()
-                                   if k not in VOLATILE_BACKEND_OPTIONS}
-        return data
+    def check(self) -> None:
+        from ssb.plugins import get_registry
 
-    def runtime_options(self) -> dict[str, Any]:
-        """Backend options that may change on resume (recorded in the manifest, not compared)."""
-        return {k: v for k, v in self.backend_options.items() if k in VOLATILE_BACKEND_OPTIONS}
+        registry = get_registry()
+        factory = registry.backend(self.backend)
+        self.backend_options = factory.parse_options(self.backend_options)
+        registry.verifier(self.domain)
+        registry.dataset(self.dataset or self.domain)
+        registry.template(self.domain, self.template)
 
-
-def problems_sha256(problems: Sequence[Problem]) -> str:
-    """A hash of the loaded problems (ids, questions, golds), order included."""
-    h = hashlib.sha256()
-    for p in problems:
-        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
+    def _public_value(self, s, identity: bool = False):
+        if s.name == "backend_options":
+            factory = _factory_or_none(self.backend)
+            if factory is None:
+                return dict(self.backend_options)
+            return (factory.identity_options(self.backend_options) if identity
+                    else factory.public_options(self.backend_options))
+        if s.name == "dataset":
+            return self.dataset or self.domain
+        return getattr(self, s.name)
 
 
-def derive_seed(seed: int, *parts: str) -> int:
-    """A 31-bit sampling seed from the run seed and a label (stable across processes)."""
-    digest = hashlib.sha256("\x00".join([str(seed), *parts]).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+def _factory_or_none(name: str):
+    from ssb.plugins import get_registry
+
+    return get_registry().backends.get(name)
 
 
 def _verify(domain: str, items: list[tuple[str, str]], workers: int,
@@ -437,6 +427,17 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
         entry["teacher_finish_reason"] = solution.finish_reason
         if not ok:
             entry["status"] = TEACHER_WRONG
+            # Kept for reading why (DIR/rejected.jsonl), never for training.
+            entry["rejected"] = {
+                "id": p.id, "question": p.question, "gold": p.gold,
+                "reason": _rejection_reason(verdict, solution),
+                "teacher_messages": teacher_messages, "solution": solution.text,
+                "solution_num_tokens": int(solution.num_tokens),
+                "solution_finish_reason": solution.finish_reason,
+                "solution_extracted": verdict.extracted,
+                "correct_answer": rollouts[s.correct_index].extracted,
+                "wrong_answer": rollouts[s.wrong_index].extracted,
+            }
             continue
         record = CuratedRecord(
             id=p.id, question=p.question, gold=p.gold, dataset=p.dataset or dataset,
@@ -466,39 +467,33 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
     return [e for e in entries if e is not None]
 
 
+def _rejection_reason(verdict: Verdict, solution: Completion) -> str:
+    if solution.finish_reason != "stop":
+        return "truncated (hit --teacher-max-tokens)"
+    if verdict.error:
+        return f"verifier error: {verdict.error}"
+    if verdict.extracted is None:
+        return "no final answer in the required form (strict extraction)"
+    return f"wrong answer {verdict.extracted!r}"
+
+
 def _chunks(items: Sequence[Problem], size: int) -> Iterable[Sequence[Problem]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
 
-def _rebuild_curated(path: Path, outcomes: dict[str, dict]) -> int:
-    """Write curated.jsonl atomically from the journal's kept outcomes; returns the count."""
+def _rebuild_outputs(out: Path, outcomes: dict[str, dict]) -> int:
+    """Write curated.jsonl and rejected.jsonl atomically from the journal; returns kept count."""
     from ssb.journal import atomic_write_text
 
-    lines = [json.dumps(e["record"], ensure_ascii=False) + "\n"
-             for e in outcomes.values() if e["status"] == KEPT]
-    atomic_write_text(path, "".join(lines))
-    _make_readable(path)
-    return len(lines)
-
-
-def _make_readable(path: Path) -> None:
-    """Give an atomically written output file the usual permissions (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-
-
-def _local_inputs(source: str | None) -> list[Path]:
-    if not source:
-        return []
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in
-                      {".jsonl", ".json", ".parquet"})
-    return []
+    kept = [json.dumps(e["record"], ensure_ascii=False) + "\n"
+            for e in outcomes.values() if e["status"] == KEPT]
+    rejected = [json.dumps(e["rejected"], ensure_ascii=False) + "\n"
+                for e in outcomes.values() if e["status"] == TEACHER_WRONG and "rejected" in e]
+    for name, lines in ((CURATED, kept), (REJECTED, rejected)):
+        atomic_write_text(out / name, "".join(lines))
+        make_readable(out / name)
+    return len(kept)
 
 
 def _live_info(outcomes: dict[str, dict]) -> str:
@@ -508,59 +503,72 @@ def _live_info(outcomes: dict[str, dict]) -> str:
             f"errors {counts[ERROR]}")
 
 
-def run_curate(config: CurateConfig) -> dict[str, Any]:
-    """Curate ``config.out``: resumable; returns the stats also written to ``DIR/stats.json``."""
-    from ssb.commands._common import load_backend, progress_bar
-    from ssb.config import check_resume, finish_manifest, start_manifest, write_manifest
-    from ssb.journal import Journal, OutputLock, atomic_write_json
+class StageIncomplete(SsbError):
+    """A stage finished its pass but some work failed: outputs are saved, a rerun retries."""
+
+
+@dataclass
+class CurateResult:
+    """What :func:`curate` returns (``stats`` is also written to ``DIR/stats.json``)."""
+
+    out: Path
+    stats: dict[str, Any]
+
+    @property
+    def curated(self) -> Path:
+        return self.out / CURATED
+
+    @property
+    def kept(self) -> int:
+        return int(self.stats["kept"])
+
+
+def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
+           backend: Any = None) -> CurateResult:
+    """Curate ``config.out`` (resumable) and return its stats.
+
+    ``backend``: an already loaded :class:`ssb.types.Backend` to use instead of creating one
+    from ``config.backend`` (the caller keeps ownership and closes it).
+    Raises :class:`StageIncomplete` after saving everything when some problems failed in the
+    backend (rerun to retry them).
+    """
+    from ssb.journal import atomic_write_json
     from ssb.plugins import get_registry
 
-    config.validate()
+    config = config.validate()
     started = time.monotonic()
+    report = Reporter(COMMAND, on_event)
     registry = get_registry()
     dataset_name = config.dataset or config.domain
-    loader = registry.dataset(dataset_name)
-    registry.verifier(config.domain)  # fail early, before any generation, if it is missing
     template = registry.template(config.domain, config.template)
-    loaded = loader.load(config.source, config.split, skip_bad=config.skip_bad, filters=None)
-    problems = list(loaded.problems)
-    seen_ids: set[str] = set()
-    for p in problems:
-        if p.id in seen_ids:
-            raise SsbError(f"dataset {dataset_name!r} ({config.source or loader.default_source}, "
-                           f"split {config.split}) has two problems with id {p.id!r}")
-        seen_ids.add(p.id)
-    selected = problems[: config.limit] if config.limit is not None else problems
-
+    problems = select_problems(registry, dataset_name, config.source, config.split, config.limit,
+                               skip_bad=config.skip_bad)
+    selected = problems.selected
+    identity = {**config.identity(), "template": template.id,
+                "input_sha256": problems.sha256}
+    manifest_config = {**config.manifest(), "template": template.id}
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest_config = config.manifest_config()
-    manifest_config["template"] = template.id
-    manifest_config["input_sha256"] = problems_sha256(problems)
 
-    with OutputLock(out / LOCK, "ssb curate"):
-        resumed = check_resume(out, COMMAND, manifest_config, config.force)
-        manifest = start_manifest(out, COMMAND, manifest_config,
-                                  inputs=_local_inputs(config.source), seed=config.seed)
-        manifest.inputs[f"problems:{dataset_name}/{config.split}"] = manifest_config["input_sha256"]
-        write_manifest(out, manifest)
-
+    with StageOutput(out, COMMAND, identity, manifest_config, force=config.force,
+                     inputs=problems.inputs, seed=config.seed,
+                     input_hashes={f"problems:{dataset_name}/{config.split}": problems.sha256}
+                     ) as stage:
         previous_stats = _read_json(out / STATS) or {}
         wall_before = float(previous_stats.get("wall_seconds_total") or 0.0)
 
-        journal = Journal(out / JOURNAL)
+        journal = stage.journal(JOURNAL)
         outcomes = latest_outcomes(journal.read())
-        _rebuild_curated(out / CURATED, outcomes)
+        _rebuild_outputs(out, outcomes)
         done = {pid for pid, e in outcomes.items() if e["status"] != ERROR}
         todo = [p for p in selected if p.id not in done]
 
-        run = {"resumed": resumed, "problems": 0, "errors": 0, "generated_tokens": 0,
+        run = {"resumed": stage.resumed, "problems": 0, "errors": 0, "generated_tokens": 0,
                "already_done": len(selected) - len(todo)}
 
         def write_stats(final: bool) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             stats = summarize(outcomes.values())
-            stats["bad_rows"] = len(loaded.skipped)
+            stats["bad_rows"] = problems.skipped_rows
             stats["selected_problems"] = len(selected)
             stats["complete"] = final and all(
                 p.id in outcomes and outcomes[p.id]["status"] != ERROR for p in selected)
@@ -573,22 +581,23 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
             stats["wall_seconds_total"] = round(wall_before + elapsed, 3)
             stats["template"] = template.id
             atomic_write_json(out / STATS, stats)
-            _make_readable(out / STATS)
+            make_readable(out / STATS)
             return stats
 
-        backend = None
+        owned = backend is None
+        stage.start_work()
         try:
-            if todo:
-                backend = load_backend(config.backend, config.model, config.adapter,
-                                       config.backend_options)
-            with journal, open(out / CURATED, "a", encoding="utf-8") as curated, \
-                    progress_bar("curate", total=len(todo), enabled=config.progress) as advance:
-                advance(0, info=_live_info(outcomes))
+            if todo and backend is None:
+                backend = registry.backend(config.backend).create(
+                    config.model, adapter=config.adapter, **config.backend_options)
+            with journal, open(out / CURATED, "a", encoding="utf-8") as curated_file, \
+                    open(out / REJECTED, "a", encoding="utf-8") as rejected_file:
+                report.start("curate", total=len(todo), info=_live_info(outcomes))
                 generated = [0]
 
                 def on_completions(n: int) -> None:
                     generated[0] += n
-                    advance(0, info=f"{_live_info(outcomes)} | completions {generated[0]}")
+                    report.info(f"{_live_info(outcomes)} | completions {generated[0]}")
 
                 for chunk in _chunks(todo, config.batch_size):
                     entries = process_chunk(chunk, backend=backend, template=template,
@@ -598,15 +607,15 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
                         journal.append(entry)
                         outcomes[entry["id"]] = entry
                         if entry["status"] == KEPT:
-                            curated.write(json.dumps(entry["record"], ensure_ascii=False) + "\n")
-                            curated.flush()
-                            os.fsync(curated.fileno())
+                            _append_line(curated_file, entry["record"])
+                        elif "rejected" in entry:
+                            _append_line(rejected_file, entry["rejected"])
                         run["problems"] += 1
                         run["generated_tokens"] += sum(entry.get("rollout_tokens") or [])
                         run["generated_tokens"] += entry.get("teacher_tokens") or 0
                         if entry["status"] == ERROR:
                             run["errors"] += 1
-                        advance(1, info=_live_info(outcomes))
+                        report.advance(1, info=_live_info(outcomes))
                     write_stats(final=False)
                     if run["errors"] > config.max_errors:
                         last = next(e for e in reversed(entries) if e["status"] == ERROR)
@@ -614,13 +623,31 @@ def run_curate(config: CurateConfig) -> dict[str, Any]:
                             f"{run['errors']} problems failed in the backend (more than "
                             f"--max-errors {config.max_errors}); last error: {last['error']}\n"
                             f"Finished problems are saved in {out}; rerun to resume.")
+                report.end()
         finally:
-            if backend is not None:
+            if owned and backend is not None:
                 backend.close()
         stats = write_stats(final=True)
-        finish_manifest(out, manifest, backend_runtime_options=config.runtime_options(),
-                        stats={k: stats[k] for k in ("problems_seen", "kept", "skipped")})
-        return stats
+        factory = registry.backends.get(config.backend)
+        runtime = {k: v for k, v in config.backend_options.items()
+                   if factory is not None and k not in factory.identity_options(
+                       config.backend_options)}
+        stage.finish(backend_runtime_options=runtime,
+                     stats={k: stats[k] for k in ("problems_seen", "kept", "skipped",
+                                                  "complete")})
+        if not stats["complete"]:
+            failed = [p.id for p in selected if outcomes.get(p.id, {}).get("status") == ERROR]
+            raise StageIncomplete(
+                f"curate: {len(failed)} of {len(selected)} problems failed in the backend "
+                f"(first: {failed[0] if failed else '?'}); the rest is saved in {out}. "
+                "Rerun the same command to retry them.")
+        return CurateResult(out=out, stats=stats)
+
+
+def _append_line(f: Any, obj: dict) -> None:
+    f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
 
 
 def _read_json(path: Path) -> dict | None:
@@ -631,7 +658,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 __all__ = [
-    "CurateConfig", "Selection", "PRESETS", "answer_key", "select_pair", "problem_rng",
-    "make_rollout", "summarize", "latest_outcomes", "process_chunk", "run_curate",
-    "problems_sha256", "derive_seed",
+    "CurateConfig", "CurateResult", "Selection", "StageIncomplete", "answer_key",
+    "curate", "select_pair", "problem_rng", "make_rollout", "summarize", "latest_outcomes",
+    "process_chunk",
 ]

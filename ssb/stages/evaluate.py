@@ -14,58 +14,72 @@ for k in 1 and the powers of two up to n.  Statistics: see :mod:`ssb.metrics`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, ClassVar, Iterable, Sequence
 
 from ssb import metrics
 from ssb.errors import DataError, SsbError
+from ssb.events import EventCallback, Reporter
+from ssb.options import ConfigError, StageConfig, option
 from ssb.records import Problem, SamplingParams
+from ssb.journal import atomic_write_json, atomic_write_text
+from ssb.plugins import get_registry
+from ssb.secrets import redact
+from ssb.stage import StageOutput, select_problems
 
 COMMAND = "eval"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
-LOCK = ".eval.lock"
 ADAPTER_GGUF = "adapter.gguf"
 
 SAMPLED_TEMPERATURE = 0.6  # default when --samples > 1
 SAMPLED_TOP_P = 0.95
-# Backend options that change speed or where requests go, never what a model answers.
-RUNTIME_BACKEND_OPTIONS = {"n_threads", "n_batch", "batch_size", "concurrency", "timeout",
-                           "max_retries", "base_url"}
-SECRET_BACKEND_OPTIONS = {"api_key"}
 
 
 @dataclass
-class EvalConfig:
-    """Everything ``ssb eval`` was asked to do (CLI flags mirror these fields)."""
+class EvalConfig(StageConfig):
+    """Everything ``ssb eval`` takes: the flags, the TOML keys and the Python API in one place."""
 
-    dataset: str
-    backend: str
-    model: str
-    out: Path
-    source: str | None = None
-    split: str = "test"
-    adapter: str | None = None
-    limit: int | None = None
-    samples: int = 1
-    temperature: float | None = None  # None: 0 (greedy) for one sample, 0.6 for several
-    top_p: float | None = None  # None: 1.0 greedy, 0.95 sampled
-    top_k: int = 0
-    max_tokens: int = 2048
-    seed: int = 0
-    template: str | None = None
-    batch_size: int = 8  # problems per backend call (and per journal flush)
-    workers: int = 0  # verification helper processes
-    verify_timeout: float = 5.0
-    backend_options: dict[str, Any] = field(default_factory=dict)
-    force: bool = False
-    progress: bool = True
+    COMMAND: ClassVar[str] = "eval"
+
+    dataset: str = option(short="-d", help="Dataset name (gsm8k, math500, aime24, amc23, ...).")
+    backend: str = option(short="-b", help="transformers, llama.cpp, openai, vllm, ...")
+    model: str = option(short="-m", help="Model: .gguf file, HF directory, hub id, or 'default'.")
+    out: Path = option(short="-o", resume=False, help="Run directory (rerun to resume).")
+    source: str | None = option(None, help="Local jsonl/json/parquet file or folder, or a hub id "
+                                "(default: the dataset's own).")
+    split: str = option("test", help="Dataset split.")
+    adapter: str | None = option(None, help="LoRA adapter: a peft directory (exported to GGUF "
+                                 "automatically for backends that load only GGUF adapters) or "
+                                 "a GGUF LoRA file.")
+    limit: int | None = option(None, ge=1, help="First N problems only.")
+    samples: int = option(1, ge=1, short="-n",
+                          help="Samples per problem (n > 1: avg@n, maj@n, pass@k).")
+    temperature: float | None = option(None, ge=0, short="-t",
+                                       help="Sampling temperature (default: 0, greedy, with one "
+                                       f"sample; {SAMPLED_TEMPERATURE} with --samples).")
+    top_p: float | None = option(None, gt=0, le=1, help="Nucleus sampling (default: 1.0 "
+                                 f"greedy; {SAMPLED_TOP_P} sampled).")
+    top_k: int = option(0, ge=0, help="Top-k sampling, 0 = off.")
+    max_tokens: int = option(2048, ge=1, help="Maximum new tokens per response.")
+    seed: int = option(0, help="Sampling seed.")
+    template: str | None = option(None, help="Prompt template name (default: the domain's).")
+    batch_size: int = option(8, ge=1, resume=False,
+                             help="Problems per backend call (and per journal flush).")
+    workers: int | None = option(None, ge=0, short="-w", resume=False,
+                                 help="Verification helper processes (default: one per core; "
+                                 "0: in-process).")
+    verify_timeout: float = option(5.0, gt=0, resume=False,
+                                   help="Seconds allowed per verification.")
+    backend_options: dict[str, Any] = option(
+        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
+        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).")
+    force: bool = option(False, resume=False, help="Resume even though the config changed.")
 
     @property
     def effective_temperature(self) -> float:
@@ -79,25 +93,19 @@ class EvalConfig:
             return float(self.top_p)
         return 1.0 if self.effective_temperature == 0 else SAMPLED_TOP_P
 
-    def validate(self) -> None:
-        if self.samples < 1:
-            raise SsbError(f"--samples must be >= 1, got {self.samples}")
+    def check(self) -> None:
+        from ssb.plugins import get_registry
+
         if self.samples > 1 and self.effective_temperature == 0:
-            raise SsbError("--samples > 1 with --temperature 0 gives n copies of one greedy answer; "
-                           "set --temperature (default with --samples is "
-                           f"{SAMPLED_TEMPERATURE})")
-        if self.effective_temperature < 0:
-            raise SsbError(f"--temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.effective_top_p <= 1:
-            raise SsbError(f"--top-p must be in (0, 1], got {self.top_p}")
-        if self.max_tokens < 1:
-            raise SsbError(f"--max-tokens must be >= 1, got {self.max_tokens}")
-        if self.limit is not None and self.limit < 1:
-            raise SsbError(f"--limit must be >= 1, got {self.limit}")
-        if self.batch_size < 1:
-            raise SsbError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.workers < 0:
-            raise SsbError(f"--workers must be >= 0, got {self.workers}")
+            raise ConfigError("--samples > 1 with --temperature 0 gives n copies of one greedy "
+                              f"answer; set --temperature (default with --samples is "
+                              f"{SAMPLED_TEMPERATURE})")
+        registry = get_registry()
+        factory = registry.backend(self.backend)
+        self.backend_options = factory.parse_options(self.backend_options)
+        loader = registry.dataset(self.dataset)
+        registry.verifier(loader.domain)
+        registry.template(loader.domain, self.template)
 
     def sampling(self) -> SamplingParams:
         return SamplingParams(n=self.samples, temperature=self.effective_temperature,
@@ -106,28 +114,30 @@ class EvalConfig:
 
     def settings(self) -> dict[str, Any]:
         """What decides the answers (recorded in summary.json and compared on resume)."""
-        options = {k: v for k, v in self.backend_options.items()
-                   if k not in SECRET_BACKEND_OPTIONS | RUNTIME_BACKEND_OPTIONS}
+        from ssb.plugins import get_registry
+
+        factory = get_registry().backend(self.backend)
         return {
             "dataset": self.dataset, "source": self.source, "split": self.split,
             "limit": self.limit, "backend": self.backend, "model": self.model,
             "adapter": self.adapter, "samples": self.samples,
             "temperature": self.effective_temperature, "top_p": self.effective_top_p,
             "top_k": self.top_k, "max_tokens": self.max_tokens, "seed": self.seed,
-            "template": self.template, "backend_options": options,
+            "template": self.template,
+            "backend_options": factory.identity_options(self.backend_options),
         }
+
+    def runtime_options(self) -> dict[str, Any]:
+        """Backend options that change speed or plumbing, not answers (never secrets)."""
+        from ssb.plugins import get_registry
+
+        factory = get_registry().backend(self.backend)
+        identity = factory.identity_options(self.backend_options)
+        return {k: v for k, v in factory.public_options(self.backend_options).items()
+                if k not in identity}
 
 
 # -- pure helpers ---------------------------------------------------------------------------------
-
-def problems_sha256(problems: Sequence[Problem]) -> str:
-    """A hash of the evaluated problems (ids, questions, golds), order included."""
-    h = hashlib.sha256()
-    for p in problems:
-        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False).encode())
-        h.update(b"\n")
-    return h.hexdigest()
-
 
 def summarize(rows: Sequence[dict], *, seed: int = 0) -> dict[str, Any]:
     """Metrics of result rows (each with ``samples``: dicts with ``correct``, ``extracted``,
@@ -175,24 +185,18 @@ def latest_entries(entries: Iterable[dict]) -> dict[str, dict]:
 
 # -- the stage ------------------------------------------------------------------------------------
 
-def _local_inputs(source: str | None) -> list[Path]:
-    if not source:
-        return []
-    path = Path(source).expanduser()
-    if path.is_file():
-        return [path]
-    return []
-
-
-def _resolve_adapter(config: EvalConfig, out: Path) -> tuple[str | None, dict[str, Any]]:
+def _resolve_adapter(config: EvalConfig, out: Path,
+                     factory: Any) -> tuple[str | None, dict[str, Any]]:
     """The adapter argument for the backend, plus what to record about it.
 
-    llama.cpp loads LoRA adapters only as GGUF: a peft directory is exported (once per adapter
-    content) to ``DIR/adapter.gguf`` against the evaluated base model.
+    A peft directory given to a backend that loads only GGUF LoRA adapters (llama.cpp) is
+    exported, once per adapter content, to ``DIR/adapter.gguf`` against the evaluated model.
     """
     if not config.adapter:
         return None, {}
     from ssb.export import adapter_fingerprint, ensure_gguf_adapter, is_peft_adapter
+    from ssb.stage import sha256_file
+    from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT
 
     path = Path(config.adapter).expanduser()
     if not path.exists():
@@ -200,13 +204,13 @@ def _resolve_adapter(config: EvalConfig, out: Path) -> tuple[str | None, dict[st
     info: dict[str, Any] = {}
     if is_peft_adapter(path):
         info["adapter_sha256"] = adapter_fingerprint(path)
-        if config.backend == "llama.cpp":
+        if ADAPTER_PEFT not in factory.adapter_formats:
+            if ADAPTER_GGUF not in factory.adapter_formats:
+                raise SsbError(f"backend {factory.name!r} loads no LoRA adapters")
             gguf = ensure_gguf_adapter(path, out / ADAPTER_GGUF, base=config.model)
             info["adapter_gguf"] = str(gguf)
             return str(gguf), info
     elif path.is_file():
-        from ssb.config import sha256_file
-
         info["adapter_sha256"] = sha256_file(path)
     return str(path), info
 
@@ -253,66 +257,71 @@ def result_row(problem: Problem, entry: dict) -> dict:
             "samples": samples}
 
 
-def run_eval(config: EvalConfig) -> dict[str, Any]:
-    """Evaluate ``config.model`` (+ adapter) on a dataset; resumable. Returns the summary."""
-    from ssb.commands._common import load_backend, progress_bar
-    from ssb.config import check_resume, finish_manifest, start_manifest
-    from ssb.journal import Journal, OutputLock, atomic_write_json, atomic_write_text
-    from ssb.plugins import get_registry
+@dataclass
+class EvalResult:
+    """What :func:`evaluate` returns (``summary`` is also ``DIR/summary.json``)."""
 
-    config.validate()
+    out: Path
+    summary: dict[str, Any]
+
+    @property
+    def accuracy(self) -> float:
+        return float(self.summary["accuracy"]["mean"])
+
+    @property
+    def results(self) -> Path:
+        return self.out / RESULTS
+
+
+def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
+             backend: Any = None) -> EvalResult:
+    """Evaluate ``config.model`` (+ adapter) on a dataset; resumable.
+
+    ``backend``: an already loaded backend to use instead of creating one (the caller keeps
+    ownership; its adapter, if any, must be the one ``config.adapter`` names).
+    """
+    config = config.validate()
     started = time.monotonic()
+    report = Reporter(COMMAND, on_event)
     registry = get_registry()
-    loader = registry.dataset(config.dataset)
-    domain = loader.domain
-    registry.verifier(domain)
+    factory = registry.backend(config.backend)
+    problems = select_problems(registry, config.dataset, config.source, config.split,
+                               config.limit)
+    domain = problems.domain
     template = registry.template(domain, config.template)
-    loaded = loader.load(config.source, config.split, skip_bad=False, filters=None)
-    problems = list(loaded.problems)
-    seen: set[str] = set()
-    for p in problems:
-        if p.id in seen:
-            raise SsbError(f"dataset {config.dataset!r} has two problems with id {p.id!r}")
-        seen.add(p.id)
-    selected = problems[: config.limit] if config.limit else problems
-    if not selected:
-        raise SsbError(f"dataset {config.dataset!r} ({config.source or loader.default_source}, "
-                       f"split {config.split}) has no problems")
+    selected = problems.selected
 
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    with OutputLock(out / LOCK, "ssb eval"):
-        adapter_arg, adapter_info = _resolve_adapter(config, out)
-        settings = config.settings()
-        manifest_config = {**settings, "template": template.id, "domain": domain,
-                           "problems_sha256": problems_sha256(selected),
-                           "adapter_sha256": adapter_info.get("adapter_sha256")}
-        resumed = check_resume(out, COMMAND, manifest_config, config.force)
-        manifest = start_manifest(out, COMMAND, manifest_config,
-                                  inputs=_local_inputs(config.source), seed=config.seed)
-
-        journal = Journal(out / JOURNAL)
+    adapter_arg, adapter_info = _resolve_adapter(config, out, factory)
+    settings = config.settings()
+    identity = {**settings, "template": template.id, "domain": domain,
+                "problems_sha256": problems.sha256,
+                "adapter_sha256": adapter_info.get("adapter_sha256")}
+    with StageOutput(out, COMMAND, identity, {**config.manifest(), "template": template.id},
+                     force=config.force, inputs=problems.inputs, seed=config.seed) as stage:
+        journal = stage.journal(JOURNAL)
         wanted = {p.id for p in selected}
         done = {k: v for k, v in latest_entries(journal.read()).items() if k in wanted}
         todo = [p for p in selected if p.id not in done]
-        this_run = {"resumed": resumed, "already_done": len(done), "evaluated": 0,
+        this_run = {"resumed": stage.resumed, "already_done": len(done), "evaluated": 0,
                     "generated_tokens": 0}
 
-        backend = None
+        owned = backend is None
+        stage.start_work()
         try:
-            if todo:
-                backend = load_backend(config.backend, config.model, adapter_arg,
-                                       config.backend_options)
-            total = len(todo) * config.samples
-            with journal, progress_bar(f"eval {config.dataset}", total=total,
-                                       enabled=config.progress) as advance:
-                right = sum(sum(s["correct"] for s in e["samples"]) for e in done.values())
-                seen_samples = sum(len(e["samples"]) for e in done.values())
+            if todo and backend is None:
+                backend = factory.create(config.model, adapter=adapter_arg,
+                                         **config.backend_options)
+            right = sum(sum(s["correct"] for s in e["samples"]) for e in done.values())
+            seen_samples = sum(len(e["samples"]) for e in done.values())
+            report.start(f"eval {config.dataset}", total=len(todo) * config.samples)
+            with journal:
                 for start in range(0, len(todo), config.batch_size):
                     chunk = todo[start:start + config.batch_size]
                     entries = _generate_verify(chunk, backend=backend, template=template,
                                                domain=domain, config=config,
-                                               progress=lambda n: advance(n))
+                                               progress=lambda n: report.advance(n))
                     for entry in entries:
                         journal.append(entry)
                         done[entry["id"]] = entry
@@ -321,9 +330,10 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
                                                             for s in entry["samples"])
                         right += sum(s["correct"] for s in entry["samples"])
                         seen_samples += len(entry["samples"])
-                    advance(0, info=f"acc {right}/{seen_samples}")
+                    report.info(f"acc {right}/{seen_samples}")
+            report.end()
         finally:
-            if backend is not None:
+            if owned and backend is not None:
                 backend.close()
 
         by_id = {p.id: p for p in selected}
@@ -333,15 +343,14 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
         elapsed = time.monotonic() - started
         summary = {
             "dataset": config.dataset, "split": config.split,
-            "source": config.source or loader.default_source, "domain": domain,
+            "source": problems.source, "domain": domain,
             "template": template.id, "model": config.model, "adapter": config.adapter,
             **{k: v for k, v in adapter_info.items() if k == "adapter_gguf"},
             "backend": config.backend,
             **summarize(rows, seed=config.seed),
             "settings": {**settings, "template": template.id},
             "runtime": {"batch_size": config.batch_size, "workers": config.workers,
-                        "backend_options": {k: v for k, v in config.backend_options.items()
-                                            if k in RUNTIME_BACKEND_OPTIONS}},
+                        "backend_options": config.runtime_options()},
             "statistics": {
                 "accuracy_ci": "95% Wilson score interval (one sample per problem) or "
                                "percentile bootstrap over problems (several samples)",
@@ -351,9 +360,9 @@ def run_eval(config: EvalConfig) -> dict[str, Any]:
             },
             "this_run": {**this_run, "wall_seconds": round(elapsed, 3)},
         }
-        atomic_write_json(out / SUMMARY, summary)
-        finish_manifest(out, manifest, accuracy=summary["accuracy"]["mean"], n=summary["n"])
-        return summary
+        atomic_write_json(out / SUMMARY, redact(summary))
+        stage.finish(accuracy=summary["accuracy"]["mean"], n=summary["n"])
+        return EvalResult(out=out, summary=summary)
 
 
 # -- reading finished runs and comparing them -----------------------------------------------------
@@ -363,6 +372,7 @@ class RunResults:
     path: Path
     summary: dict[str, Any]
     scores: dict[str, float]  # problem id -> fraction of samples correct
+    content: dict[str, str] = field(default_factory=dict)  # problem id -> hash(question, gold)
 
     @property
     def label(self) -> str:
@@ -383,6 +393,7 @@ def load_run(path: str | os.PathLike) -> RunResults:
     except json.JSONDecodeError as exc:
         raise DataError(f"invalid JSON: {exc}", path=str(summary_path)) from None
     scores: dict[str, float] = {}
+    content: dict[str, str] = {}
     for line, row in enumerate(read_jsonl(results_path), start=1):
         pid, samples = row.get("id"), row.get("samples")
         if not isinstance(pid, str):
@@ -393,7 +404,14 @@ def load_run(path: str | os.PathLike) -> RunResults:
             raise DataError("'samples' must be a non-empty list of objects with a boolean "
                             "'correct'", path=str(results_path), line=line, field="samples")
         scores[pid] = sum(s["correct"] for s in samples) / len(samples)
-    return RunResults(path, summary, scores)
+        content[pid] = _content_hash(row.get("question"), row.get("gold"))
+    return RunResults(path, summary, scores, content)
+
+
+def _content_hash(question: Any, gold: Any) -> str:
+    import hashlib
+
+    return hashlib.sha256(json.dumps([question, gold], ensure_ascii=False).encode()).hexdigest()
 
 
 def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,
@@ -408,6 +426,13 @@ def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,
     shared = [pid for pid in runs[0].scores if pid in shared_set]  # first run's order
     if not shared:
         raise SsbError("the runs share no problems (different datasets or splits?)")
+    # Pairs are (id, content): the same id over a different question or gold is another problem.
+    for r in runs[1:]:
+        differ = [pid for pid in shared if r.content.get(pid) != runs[0].content.get(pid)]
+        if differ:
+            raise SsbError(f"{r.path} and {runs[0].path} hold different problems under the same "
+                           f"id ({len(differ)} of {len(shared)}, e.g. {differ[0]!r}: question or "
+                           "gold differs); compare runs over the same source")
     notes = []
     datasets = {(r.summary.get("dataset"), r.summary.get("split")) for r in runs}
     if len(datasets) > 1:
@@ -450,67 +475,3 @@ def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,
             "method": "paired percentile bootstrap over shared problems of the per-problem "
                       "score difference; exact two-sided McNemar test when every score is 0/1; "
                       "significant only if the bootstrap CI excludes 0 and McNemar rejects"}
-
-
-# -- tables ---------------------------------------------------------------------------------------
-
-def summary_table(summary: dict[str, Any]):
-    """A rich table of one run's summary."""
-    from rich.table import Table
-
-    acc = summary["accuracy"]
-    title = f"{summary['dataset']} ({summary['split']}): {summary['model']}"
-    if summary.get("adapter"):
-        title += f" + {summary['adapter']}"
-    table = Table(title=title, show_header=True)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("problems", str(summary["n"]))
-    table.add_row("samples / problem", str(summary["samples_per_problem"]))
-    table.add_row("accuracy (pass@1)", f"{100 * acc['mean']:.1f}%")
-    table.add_row("95% CI", f"{100 * acc['ci_low']:.1f} - {100 * acc['ci_high']:.1f}% "
-                            f"({acc['ci_method']})")
-    for k, v in (summary.get("pass@k") or {}).items():
-        if k != "1":
-            table.add_row(f"pass@{k}", f"{100 * v:.1f}%")
-    if "maj@n" in summary:
-        n = summary["samples_per_problem"]
-        table.add_row(f"avg@{n}", f"{100 * summary['avg@n']:.1f}%")
-        table.add_row(f"maj@{n}", f"{100 * summary['maj@n']:.1f}%")
-    table.add_row("truncated (hit max tokens)", f"{100 * summary['truncation_rate']:.1f}%")
-    table.add_row("no answer extracted", f"{100 * summary['no_answer_rate']:.1f}%")
-    table.add_row("mean response tokens", f"{summary['mean_response_tokens']:.1f}")
-    s = summary["settings"]
-    table.add_row("decoding", f"T={s['temperature']:g} top_p={s['top_p']:g} "
-                              f"max_tokens={s['max_tokens']} seed={s['seed']}")
-    return table
-
-
-def compare_table(report: dict[str, Any]):
-    """A rich table of :func:`compare_runs`' report."""
-    from rich.table import Table
-
-    table = Table(title=f"paired comparison on {report['shared_problems']} shared problems "
-                        f"(vs {report['runs'][0]['label']})")
-    for col, justify in (("run", "left"), ("model", "left"), ("adapter", "left"),
-                         ("accuracy", "right"), ("95% CI", "right"), ("diff (pts)", "right"),
-                         ("diff 95% CI", "right"), ("McNemar p", "right"),
-                         ("significant", "center")):
-        table.add_column(col, justify=justify)
-    for i, r in enumerate(report["runs"]):
-        c = report["comparisons"][i - 1] if i else None  # comparisons follow runs[1:]
-        table.add_row(
-            r["label"], str(r.get("model") or ""), str(r.get("adapter") or "-"),
-            f"{100 * r['accuracy']:.1f}%", f"{100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f}",
-            "(base)" if c is None else f"{100 * c['diff']:+.1f}",
-            "" if c is None else f"{100 * c['ci_low']:+.1f} to {100 * c['ci_high']:+.1f}",
-            "" if c is None or c["mcnemar_p"] is None else f"{c['mcnemar_p']:.3g}",
-            "" if c is None else ("yes" if c["significant"] else "NO"),
-        )
-    return table
-
-
-def config_dict(config: EvalConfig) -> dict[str, Any]:
-    data = asdict(config)
-    data["out"] = str(config.out)
-    return data
