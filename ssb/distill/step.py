@@ -71,14 +71,18 @@ def distill_step(model, batch: dict[str, torch.Tensor], terms: list[LossTerm], *
                                      batch["student_attention_mask"],
                                      batch["student_position_ids"], batch["student_pred_index"])
     lm_head = causal_lm_of(model).get_output_embeddings()
+    # The head runs outside the model's forward, hence outside mixed-precision autocast (which
+    # also hands the forward's outputs back in fp32): run it in its own weight dtype, so bf16
+    # weights give bf16 logits, and every loss upcasts those to fp32 (ssb.losses).
+    head_dtype = lm_head.weight.dtype
 
     # 4. loss: vocabulary projections and losses on row chunks; parts = [each term's value].
     def parts_on_rows(h_s, h_t, target, top_idx, top_logp, top_tail):
-        student_logits = lm_head(h_s)
+        student_logits = lm_head(h_s.to(head_dtype))
         teacher_logits = None
         if h_t is not None:
             with torch.no_grad():
-                teacher_logits = lm_head(h_t)
+                teacher_logits = lm_head(h_t.to(head_dtype))
         teacher_topk = None
         if top_idx is not None:
             teacher_topk = TopKTeacher(top_idx, top_logp, top_tail, temperature)

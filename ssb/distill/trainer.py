@@ -135,13 +135,36 @@ def target_module_names(spec: str) -> list[str]:
 
 # -- the Trainer -------------------------------------------------------------------------------
 
+def _device_args() -> dict[str, Any]:
+    """TrainingArguments for a machine whose only device is the CPU: ``use_cpu``.  Without it
+    transformers refuses bf16 on CPU, and a multi-process launch (torchrun, ``accelerate launch
+    --multi_gpu``) finds no device backend, so every process trains alone, unsynchronized, into
+    the same OUT; with it the processes form one gloo group (DDP on CPU)."""
+    import torch
+
+    accelerator = getattr(torch, "accelerator", None)  # torch >= 2.6: CUDA, MPS, XPU, ...
+    has_device = accelerator.is_available() if accelerator is not None \
+        else torch.cuda.is_available()
+    return {} if has_device else {"use_cpu": True}
+
+
 def _trainer_class():
+    import torch
     from transformers import Trainer
 
     from ssb.distill.step import distill_step
 
     class DistillTrainer(Trainer):
-        """Trainer whose loss is the distillation step; everything else is stock."""
+        """Trainer whose loss is the distillation step; everything else is stock.
+
+        The objective of one optimizer step is the mean over *all* its solution tokens: every
+        micro-batch (of every process) contributes its token sum divided by the step's token
+        count, so batch 1 x accumulation 4, batch 4 x accumulation 1 and 2 processes x batch 2
+        train the same thing (transformers' ``num_items_in_batch`` convention).
+        """
+
+        # compute_loss already divides by the step's token count: no division by grad_accum.
+        loss_is_scaled_for_ga = True
 
         def __init__(self, *args, loss_terms, temperature: float, teacher: str,
                      logit_chunk: int, **kwargs):
@@ -150,31 +173,60 @@ def _trainer_class():
             self.temperature = temperature
             self.teacher = teacher
             self.logit_chunk = logit_chunk
-            # distill_step returns a per-batch mean: let the Trainer divide by grad_accum.
-            self.loss_is_scaled_for_ga = False
+            # Token-weighted sums of each term since the last log, and their token count.
             self._parts: dict[str, float] = defaultdict(float)
-            self._parts_count = 0
             self._tokens = 0
+
+        def get_batch_samples(self, epoch_iterator, num_batches, *args, **kwargs):
+            """The micro-batches of one optimizer step and their solution-token count, summed
+            over every process (the stock count reads ``labels``, which a distill batch has
+            not)."""
+            batches, _ = super().get_batch_samples(epoch_iterator, num_batches, *args, **kwargs)
+            count = torch.tensor(sum(int(b["num_solution_tokens"]) for b in batches),
+                                 dtype=torch.long, device=self.args.device)
+            if self.accelerator.num_processes > 1:
+                # Every process calls this once per optimizer step (even batches), so the
+                # collective lines up.
+                count = self.accelerator.reduce(count, reduction="sum")
+            return batches, count
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             result = distill_step(model, inputs, self.loss_terms, temperature=self.temperature,
                                   teacher=self.teacher, logit_chunk=self.logit_chunk)
+            n = result.num_solution_tokens
+            loss = result.loss
+            if num_items_in_batch is not None:
+                # This micro-batch's token sum over the step's token count.  DDP (and FSDP,
+                # DeepSpeed) average gradients over processes, hence the factor: the average of
+                # the processes' shares is then the global token mean.
+                total = float(num_items_in_batch)
+                loss = loss * (n * self.accelerator.num_processes / total)
+            elif model.training:
+                raise RuntimeError("DistillTrainer: no num_items_in_batch (this transformers "
+                                   "version does not pass it; ssb needs transformers >= 4.46)")
             if model.training:
                 for name, value in result.parts.items():
-                    self._parts[name] += value
-                self._parts_count += 1
-                self._tokens += result.num_solution_tokens
-            return (result.loss, None) if return_outputs else result.loss
+                    self._parts[name] += value * n
+                self._tokens += n
+            return (loss, None) if return_outputs else loss
 
         def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-            # Each loss part averaged over the micro-batches since the last log, next to the
-            # Trainer's own loss / grad_norm / learning_rate / epoch.
-            if "loss" in logs and self._parts_count:
-                for name, total in self._parts.items():
-                    logs[f"loss_{name}"] = total / self._parts_count
-                logs["solution_tokens"] = self._tokens
+            # Each loss part as a token mean over the steps since the last log (all processes),
+            # next to the Trainer's own loss / grad_norm / learning_rate / epoch.  Every process
+            # logs at the same steps, so the reduction lines up.
+            if "loss" in logs:
+                names = [t.name for t in self.loss_terms]  # the same order on every process
+                values = [self._parts[k] for k in names] + [float(self._tokens)]
+                if self.accelerator.num_processes > 1:
+                    values = self.accelerator.reduce(
+                        torch.tensor(values, dtype=torch.float64, device=self.args.device),
+                        reduction="sum").tolist()
+                tokens = values[-1]
+                if tokens:
+                    for name, total in zip(names, values):
+                        logs[f"loss_{name}"] = total / tokens
+                    logs["solution_tokens"] = int(tokens)
                 self._parts.clear()
-                self._parts_count = 0
                 self._tokens = 0
             super().log(logs, start_time)
 
@@ -493,6 +545,7 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
         dataloader_num_workers=0,
         dataloader_pin_memory=torch.cuda.is_available(),
         **_checkpointing_args(cfg.gradient_checkpointing),
+        **_device_args(),
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
         tokenizer.eos_token_id
