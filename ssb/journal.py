@@ -3,6 +3,13 @@
 A journal line is written with one ``write`` + ``fsync``; a process killed mid-write leaves at most
 one torn last line, which :meth:`Journal.read` drops (and :meth:`Journal.open` truncates) so a
 resumed run neither loses a completed record nor duplicates one.
+
+Text may hold lone surrogates (``"\\ud800"``: a dataset row, a model response, ``verify --input``),
+which UTF-8 cannot encode.  Files are written with ``errors="backslashreplace"``: every other
+character is plain UTF-8, and a lone surrogate becomes the six characters ``\\ud800``.  JSON puts
+such a character only inside a string literal, where ``\\ud800`` is its JSON escape, so a JSON line
+or file reads back exactly (``json.loads`` gives ``"\\ud800"`` again) instead of the write raising
+``UnicodeEncodeError`` on every rerun.
 """
 
 from __future__ import annotations
@@ -15,6 +22,17 @@ from typing import Any, Iterator
 
 from ssb.errors import DataError
 
+# See the module docstring: lone surrogates are written as their JSON escape, never raise.
+ENCODING_ERRORS = "backslashreplace"
+
+
+def json_line(obj: Any) -> str:
+    """``obj`` as one JSON line (non-ASCII kept readable) that always encodes to UTF-8: a lone
+    surrogate is written as its JSON escape ``\\ud800`` (for writers other than this module's,
+    such as stdout)."""
+    text = json.dumps(obj, ensure_ascii=False)
+    return text.encode("utf-8", ENCODING_ERRORS).decode("utf-8") + "\n"
+
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never half."""
@@ -22,7 +40,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with os.fdopen(fd, "w", encoding="utf-8", errors=ENCODING_ERRORS) as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -101,7 +119,7 @@ class Journal:
                     f.truncate(keep)
                     f.flush()
                     os.fsync(f.fileno())
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = open(self.path, "a", encoding="utf-8", errors=ENCODING_ERRORS)
         return self
 
     def append(self, obj: dict) -> None:
