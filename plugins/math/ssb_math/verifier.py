@@ -10,8 +10,10 @@ but one formula (``$\\{1,3\\}$``).
 Free prose with no box and no answer marker ("... so there are 12 apples.") is deliberately NOT
 graded: it gives ``extracted=None``, ``correct=False``.  math-verify would take the last number
 or formula of such text, which is often an intermediate value; a student that states no answer
-has not answered, and the templates ask for ``\\boxed{}``.  This is the one known, intended
-difference from math-verify's verdicts (see tests/data/math_agreement.md).
+has not answered, and the templates ask for ``\\boxed{}``.  This and the other intended
+differences from math-verify's verdicts (a decimal comma is never a decimal point; a later "The
+final answer is X." beats a box; boxes in separate sentences are not joined) are listed, with
+the measured agreement, in tests/data/README.md.
 
 A gold written as text (``$9$``, ``\\boxed{1} and \\boxed{2}``, a whole solution) is read the
 same way, falling back to its last math span (``$125$ miles``); a bare LaTeX gold (datasets) is
