@@ -340,3 +340,43 @@ def test_verifier_batch_matches_single_verdicts():
     assert [v.correct for v in batch] == [v.correct for v in single] == [True, False, False]
     assert [v.detail for v in batch] == [v.detail for v in single]
     assert batch[2].detail == "no code found" and batch[2].extracted is None
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("PPid:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no PPid for {pid}")
+
+
+def test_killing_the_supervisor_kills_everything_it_ran(marker):
+    """ssb (or the supervisor) dying mid-run must not leave the candidate behind."""
+    solution = f"""
+import subprocess, sys, time
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "{marker}"])
+time.sleep(120)
+"""
+    results = []
+    thread = threading.Thread(target=lambda: results.append(
+        run_tests(solution, "pass", Limits(timeout=60))))
+    thread.start()
+    deadline = time.monotonic() + 30
+    sleeper = None
+    while sleeper is None and time.monotonic() < deadline:
+        for pid in os.listdir("/proc"):
+            try:
+                if pid.isdigit() and marker in Path(f"/proc/{pid}/cmdline").read_bytes().decode(
+                        errors="replace"):
+                    sleeper = int(pid)
+            except OSError:
+                pass
+        time.sleep(0.05)
+    assert sleeper is not None, "the candidate never started"
+    candidate = _ppid(sleeper)
+    supervisor = _ppid(candidate)
+    assert "_runner.py" in Path(f"/proc/{supervisor}/cmdline").read_bytes().decode()
+    os.kill(supervisor, 9)
+    thread.join(30)
+    assert results and results[0].status == "error" and not results[0].passed
+    # the marker fixture checks that the sleeper and the candidate are gone

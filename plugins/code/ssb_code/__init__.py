@@ -66,11 +66,11 @@ class CodeVerifier:
         return extract_code(response, strict=strict)
 
     def verify(self, response: str, gold: str, *, strict: bool = False,
-               timeout: float | None = DEFAULT_TIMEOUT) -> Verdict:
+               timeout: float | None = None) -> Verdict:
         return self.verify_many([(response, gold)], strict=strict, timeout=timeout, workers=1)[0]
 
     def verify_many(self, items: Sequence[tuple[str, str]], *, strict: bool = False,
-                    timeout: float | None = DEFAULT_TIMEOUT,
+                    timeout: float | None = None,
                     workers: int | None = None) -> list[Verdict]:
         """Verdicts for ``(response, gold)`` pairs, in order, ``workers`` sandboxes at a time
         (default: one per core)."""
