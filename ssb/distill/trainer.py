@@ -148,6 +148,28 @@ def _device_args() -> dict[str, Any]:
     return {} if has_device else {"use_cpu": True}
 
 
+def _die_with_launcher() -> None:
+    """torchrun (and ``accelerate launch``, which runs it) starts each worker in a session of
+    its own, so a SIGKILL to the launcher's process group leaves the workers training on,
+    unsupervised, into the same OUT, racing the rerun that resumes it.  Ask Linux to SIGKILL
+    this worker when its launcher dies; elsewhere nothing changes."""
+    import os
+    import signal
+    import sys
+
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError, ValueError):
+        return
+    if armed and os.getppid() == 1:  # the launcher died before the signal was armed
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def _trainer_class():
     import torch
     from transformers import Trainer
@@ -173,6 +195,8 @@ def _trainer_class():
             self.temperature = temperature
             self.teacher = teacher
             self.logit_chunk = logit_chunk
+            if self.accelerator.num_processes > 1:
+                _die_with_launcher()
             # Token-weighted sums of each term since the last log, and their token count.
             self._parts: dict[str, float] = defaultdict(float)
             self._tokens = 0
