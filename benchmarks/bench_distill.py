@@ -8,10 +8,13 @@
    size.  Each variant runs in a fresh subprocess; the peak is sampled from /proc RSS.
 3. Step time: online-teacher distillation step vs a plain LoRA SFT step (cross-entropy only).
 4. Fidelity: KD loss from the top-k store vs the exact loss, at T=1 and T=2 (the base model on
-   the student view vs on the hinted view: the loss SSB starts from).
+   the student view vs on the hinted view: the loss SSB starts from).  ``--quick`` uses the
+   tiny random model (near-uniform: the numbers mean little); the full run uses the real small
+   model (Qwen2.5-Coder-0.5B, vocab 151,936; first use converts the GGUF, ~1 min).  Override
+   with ``SSB_BENCH_FIDELITY_MODEL`` (a model reference, ``default`` or ``tiny``).
 
-    .venv/bin/python benchmarks/bench_distill.py                     # ~2 min on 2 idle CPU cores
-    .venv/bin/python benchmarks/bench_distill.py --fidelity-model tiny   # no real model needed
+    .venv/bin/python benchmarks/bench_distill.py [--quick] [--json PATH]
+    .venv/bin/python -m benchmarks distill [--quick]
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests"))
+if str(REPO) not in sys.path:  # run as a script: `benchmarks` must be importable
+    sys.path.insert(0, str(REPO))
 
 QWEN_VOCAB = 151_936
 SYSTEM = "You are a helpful math tutor. Reason step by step and put the final answer in \\boxed{}."
@@ -317,86 +320,85 @@ def bench_fidelity(model: str, n: int, max_length: int, ks=(16, 64, 256)) -> lis
     return rows
 
 
-# -- main --------------------------------------------------------------------------------------
+# -- harness interface -------------------------------------------------------------------------
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--max-length", type=int, default=192)
-    ap.add_argument("--hidden", type=int, default=64)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--fidelity-model", default="default",
-                    help="'default' = the real small model (Qwen2.5-Coder-0.5B, vocab 151,936; "
-                         "first use converts the GGUF, ~1 min), any model reference, or 'tiny' "
-                         "(random weights: near-uniform, so the numbers mean little)")
-    ap.add_argument("--fidelity-records", type=int, default=2)
-    ap.add_argument("--_child")
-    ap.add_argument("--_model")
-    args = ap.parse_args()
-    if args._child:
-        print(json.dumps(child_memory(args._child, args._model, args.batch, args.max_length)))
-        return
+NAME = "distill"
+DESCRIPTION = ("distillation: store bytes/token vs dense, step peak memory vs the reference "
+               "collator, KD step time vs SFT, store KD loss vs exact")
 
-    from rich.console import Console
-    from rich.table import Table
 
-    console = Console()
-    t_start = time.perf_counter()
+def run(quick: bool) -> list[dict]:
+    batch, max_length, hidden, layers = 2, 192, 64, 2
+    fidelity_model = os.environ.get("SSB_BENCH_FIDELITY_MODEL", "tiny" if quick else "default")
+    fidelity_records = 2
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        model_dir = real_vocab_model(tmp / "real-vocab", args.hidden, args.layers)
+        model_dir = real_vocab_model(tmp / "real-vocab", hidden, layers)
 
         size = bench_store_size(tmp)
-        table = Table(title="teacher signal storage (vocab 151,936)")
-        for col in ("format", "bytes/token", "ratio vs dense"):
-            table.add_column(col)
-        table.add_row("dense fp32 (reference)", f"{size['dense_fp32_bytes_per_token']:,}", "1")
-        table.add_row(f"top-{size['k']} store (int32 + fp16 + tail)",
-                      f"{size['store_bytes_per_token']:.1f}",
-                      f"1/{size['dense_fp32_bytes_per_token'] / size['store_bytes_per_token']:,.0f}")
-        console.print(table)
+        rows.append({
+            "metric": f"teacher store bytes/token (top-{size['k']}, vocab 151,936)",
+            "ours": size["store_bytes_per_token"], "baseline": size["dense_fp32_bytes_per_token"],
+            "ratio": size["store_bytes_per_token"] / size["dense_fp32_bytes_per_token"],
+            "unit": "bytes/token", "higher_is_better": False,
+            "note": "baseline: dense fp32 logits per token (the reference stores those)",
+        })
 
-        mem = bench_memory(model_dir, args.batch, args.max_length)
-        table = Table(title=f"peak memory of one training step (batch {args.batch}, max_length "
-                            f"{args.max_length}, vocab 151,936, hidden {args.hidden})")
-        for col in ("collator / step", "peak RSS growth", "step s", "ratio"):
-            table.add_column(col)
-        ref_peak = mem["reference"]["peak_rss_growth"]
-        for name, label in (("reference", "dense teacher [B,L,V] fp32 + full logits"),
-                            ("ours", "solution positions only, chunked head")):
-            m = mem[name]
-            table.add_row(label, f"{m['peak_rss_growth'] / 2**20:,.0f} MiB", f"{m['seconds']:.2f}",
-                          f"{m['peak_rss_growth'] / ref_peak:.3f}")
-        console.print(table)
+        mem = bench_memory(model_dir, batch, max_length)
+        ref, ours = mem["reference"], mem["ours"]
+        rows.append({
+            "metric": "peak RSS growth of one training step",
+            "ours": ours["peak_rss_growth"] / 2**20, "baseline": ref["peak_rss_growth"] / 2**20,
+            "ratio": ours["peak_rss_growth"] / ref["peak_rss_growth"], "unit": "MiB",
+            "higher_is_better": False,
+            "note": (f"baseline: the reference collator (dense [B,L,V] fp32 teacher, full "
+                     f"logits); batch {batch}, max_length {max_length}, hidden {hidden}, vocab "
+                     f"151,936; step {ours['seconds']:.2f} s vs {ref['seconds']:.2f} s"),
+        })
 
-        times = bench_step_time(model_dir, args.batch, args.max_length)
-        table = Table(title="step time (same model and batch; median of 2; a tiny-hidden model "
-                            "is LM-head bound)")
-        for col in ("step", "seconds", "ratio vs SFT"):
-            table.add_column(col)
-        sft = times["plain LoRA SFT"]
-        for name, sec in times.items():
-            table.add_row(name, f"{sec:.3f}", f"{sec / sft:.2f}")
-        console.print(table)
+        times = bench_step_time(model_dir, batch, max_length)
+        kd, sft = times["online-teacher KD"], times["plain LoRA SFT"]
+        rows.append({
+            "metric": "online-teacher KD step time",
+            "ours": kd, "baseline": sft, "ratio": kd / sft, "unit": "s",
+            "higher_is_better": False,
+            "note": ("baseline: a plain LoRA SFT step (cross-entropy) on the same model and "
+                     "batch; median of 2; a tiny-hidden model is LM-head bound"),
+        })
 
-        if args.fidelity_model == "tiny":
+        if fidelity_model == "tiny":
             from ssb.testing import build_tiny_model
 
             fid_model = str(build_tiny_model(tmp / "tiny"))
         else:
-            fid_model = args.fidelity_model
-        fid = bench_fidelity(fid_model, args.fidelity_records, 320)
-        table = Table(title=f"fidelity: KD loss from the store vs exact (model: "
-                            f"{args.fidelity_model}, {fid[0]['tokens']} solution tokens of "
-                            f"{args.fidelity_records} GSM8K records)")
-        for col in ("T", "top-k", "exact KL x T^2", "store KL x T^2", "relative error"):
-            table.add_column(col)
-        for r in fid:
-            table.add_row(f"{r['T']:g}", str(r["k"]), f"{r['exact']:.5f}", f"{r['store']:.5f}",
-                          f"{r['rel_error']:+.2%}")
-        console.print(table)
-    console.print(f"total {time.perf_counter() - t_start:.0f} s")
+            fid_model = fidelity_model
+        for r in bench_fidelity(fid_model, fidelity_records, 320):
+            rows.append({
+                "metric": f"KD loss from the top-{r['k']} store, T={r['T']:g}",
+                "ours": r["store"], "baseline": r["exact"], "ratio": r["store"] / r["exact"],
+                "unit": "KL x T^2", "higher_is_better": None,
+                "note": (f"baseline: exact loss from dense teacher logits; model "
+                         f"{fidelity_model}, {r['tokens']} solution tokens of "
+                         f"{fidelity_records} GSM8K records; ratio 1 is perfect"),
+            })
+    return rows
+
+
+def main() -> int:
+    if "--_child" in sys.argv:  # one memory variant, in a fresh process (see bench_memory)
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--batch", type=int, default=2)
+        ap.add_argument("--max-length", type=int, default=192)
+        ap.add_argument("--_child")
+        ap.add_argument("--_model")
+        args = ap.parse_args()
+        print(json.dumps(child_memory(args._child, args._model, args.batch, args.max_length)))
+        return 0
+    from benchmarks.harness import standalone
+
+    return standalone(sys.modules[__name__])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
