@@ -13,15 +13,27 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   exit 0
 fi
 
-$PY -m pip install --quiet --upgrade pip
+# pip and the build backends talk a lot (index notes, setuptools' editable-install notice); a
+# new user's first screen should be ours: everything goes to .venv/setup.log, and a failure
+# prints its last lines.
+log=.venv/setup.log
+: > "$log"
+quiet() {
+  if ! "$@" >>"$log" 2>&1; then
+    echo "ssb setup: '$*' failed; last lines of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+quiet $PY -m pip install --quiet --upgrade pip
 # CPU torch first and pinned: an unpinned `torch` pulls a multi-GB CUDA build.
 # On a GPU machine, install your CUDA torch before running this script; it is kept.
-$PY -c "import torch" 2>/dev/null || $PY -m pip install --quiet "torch==2.13.0"
+$PY -c "import torch" 2>/dev/null || quiet $PY -m pip install --quiet "torch==2.13.0"
 # llama-cpp-python compiles from source (~15 min on 2 cores, cached by pip afterwards);
 # GGML_NATIVE=OFF keeps the build portable across CPUs of this type.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
-echo "ssb setup: installing packages (llama-cpp-python compiles once, ~15 min)..." >&2
-$PY -m pip install --quiet \
+echo "ssb setup: installing packages (llama-cpp-python compiles once, ~15 min; log: $log)..." >&2
+quiet $PY -m pip install --quiet \
   -e ".[test]" \
   -e plugins/gsm8k \
   -e plugins/math \
@@ -29,3 +41,4 @@ $PY -m pip install --quiet \
   -e "plugins/backends[llama,llama-server,openai]" \
   -e examples/ssb-plugin-arithmetic
 echo "$want" > "$stamp"
+echo "ssb setup: done" >&2

@@ -14,7 +14,7 @@ from ssb import __version__
 from ssb.errors import SsbError
 
 COMMAND_MODULES = ("plugins", "problems", "verify", "generate", "curate", "distill",
-                   "teacher_logits", "eval", "export", "run")
+                   "teacher_logits", "eval", "export", "run", "study")
 
 
 def _version(value: bool) -> None:

@@ -232,11 +232,33 @@ def load_tokenizer(model: str | ModelRef):
     return tok
 
 
+def quiet_library_notices() -> None:
+    """Silence two notices a user can do nothing about, once per process:
+
+    * peft 0.21's ``PeftModel.__init__`` reads ``model.is_gradient_checkpointing``, which
+      transformers 5 deprecates (FutureWarning) on every adapter we create -- peft's call, not
+      ours; drop this filter when peft reads ``is_activation_checkpointing``;
+    * transformers' per-load "Loading weights" progress bar, which floods logs without a
+      terminal (ssb reports its own progress).
+    """
+    import warnings
+
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a core dependency
+        pass
+
+
 def load_causal_lm(model: str | ModelRef, *, dtype: str = "auto", device: str | None = None):
     """Load a causal LM; ``dtype='auto'`` is bf16 on CUDA with bf16 support, else float32."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    quiet_library_notices()
     torch_dtype = resolve_dtype(dtype, device)
     mdl = AutoModelForCausalLM.from_pretrained(hf_dir(model), dtype=torch_dtype,
                                                trust_remote_code=False)

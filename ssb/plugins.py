@@ -198,6 +198,10 @@ def build_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], l
             errors.append(PluginError(ep.name, dist_name, _short_error(exc)))
             continue
         dists[ep.name] = (dist_name, dist_version)
+    for name, plugin in _EXTRA_PLUGINS.items():
+        if not pm.has_plugin(name):
+            pm.register(plugin, name=name)
+            dists[name] = (f"<in-process: {name}>", "")
     errors.extend(_unknown_hooks(pm, dists))
     return pm, dists, errors
 
@@ -230,6 +234,15 @@ def call_hook(impl: Any, **kwargs: Any) -> Any:
 
 
 _REGISTRY: Registry | None = None
+_EXTRA_PLUGINS: dict[str, Any] = {}  # added in-process with add_plugin (a notebook, a test)
+
+
+def add_plugin(plugin: Any, name: str) -> Registry:
+    """Load a plugin object (a module or an object with ``@hookimpl`` methods) in this process
+    without packaging it, as pytest's ``-p`` does: it goes through the same plugin manager and
+    checks as an entry point.  Returns the refreshed registry."""
+    _EXTRA_PLUGINS[name] = plugin
+    return get_registry(refresh=True)
 
 
 def get_registry(refresh: bool = False) -> Registry:
@@ -272,8 +285,9 @@ def _build_registry() -> Registry:
     broken: set[str] = set()
     for kind in KINDS:
         caller = getattr(pm.hook, f"register_{kind}")
-        # pluggy lists implementations last-registered first; call in registration order.
-        for impl in reversed(caller.get_hookimpls()):
+        # get_hookimpls() is in registration order (pluggy *calls* them in reverse); keep it so
+        # the first registered -- first-party plugins come first -- keeps a contested name.
+        for impl in caller.get_hookimpls():
             if impl.plugin_name in broken:
                 continue
             try:

@@ -101,6 +101,12 @@ class Verdict(_JSONRecord):
     # candidate); shown to the hinted teacher next to the wrong attempt.
     detail: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data["detail"] is None:  # domains without details print what they always did
+            del data["detail"]
+        return data
+
 
 @dataclass
 class Rollout(_JSONRecord):

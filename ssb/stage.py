@@ -80,8 +80,14 @@ def write_manifest(out_dir: str | Path, data: dict[str, Any]) -> None:
 
 
 def identity_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Fields whose value differs; an option added since the old run (absent there) counts as
+    unchanged while it holds an empty value."""
+    def value(d: dict[str, Any], k: str) -> Any:
+        v = d.get(k)
+        return None if v in ({}, [], None) else v
+
     keys = set(old) | set(new)
-    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if old.get(k) != new.get(k)}
+    return {k: (old.get(k), new.get(k)) for k in sorted(keys) if value(old, k) != value(new, k)}
 
 
 def previous_identity(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +194,9 @@ def problems_sha256(problems: Sequence[Problem]) -> str:
     """A hash of the problems (ids, questions, golds), order included."""
     h = hashlib.sha256()
     for p in problems:
-        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False).encode())
+        # surrogatepass: a lone surrogate in a dataset row hashes instead of crashing
+        h.update(json.dumps([p.id, p.question, p.gold], ensure_ascii=False)
+                 .encode("utf-8", "surrogatepass"))
         h.update(b"\n")
     return h.hexdigest()
 

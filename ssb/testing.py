@@ -1,6 +1,10 @@
-"""Test helpers for ssb and its plugins: a tiny random-weight Qwen2 model built offline in seconds.
+"""Test helpers for ssb and its plugins: a tiny random-weight Qwen2 model built offline in seconds,
+and a toy domain it can "solve" half of the time.
 
-The model never answers correctly; use it for logic, alignment and plumbing tests.  Its tokenizer
+The model never answers real problems correctly; use it for logic, alignment and plumbing tests.
+:class:`ParityDomain` (``ssb.plugins.add_plugin(ParityDomain(), "parity")``) judges a response
+correct when its length is even, so random text gives the mix of right and wrong rollouts that
+every stage of SSB needs -- the whole pipeline runs in a minute on a laptop.  Its tokenizer
 is a byte-level BPE trained on the fly, saved as a self-describing ``tokenizer.json`` with a
 ChatML chat template (``<|im_start|>`` / ``<|im_end|>``, like Qwen2.5).
 """
@@ -106,3 +110,55 @@ def install_plugin_module(root: str | Path, dist: str, entry_name: str, module: 
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
     (info / "entry_points.txt").write_text(f"[ssb]\n{entry_name} = {module}\n")
     return root
+
+
+class ParityDomain:
+    """A toy domain plugin: dataset ``parity`` (``n`` problems per split), verifier and prompts.
+
+    A response is "correct" when it has an even number of characters: meaningless, but it lets
+    curate, distill and eval run for real on :func:`build_tiny_model`.
+    """
+
+    domain = "parity"
+
+    def __init__(self, n: int = 12):
+        self.n = n
+
+    def _load(self, source=None, split="train", skip_bad=False, filters=None):
+        from ssb.records import Problem
+        from ssb.types import LoadResult
+
+        n = int((filters or {}).get("n", self.n))
+        offset = 0 if split == "train" else 1000
+        return LoadResult([Problem(id=f"parity/{split}/{i}", question=f"Say something, "
+                                   f"number {i + offset}.", gold="even", dataset="parity")
+                           for i in range(n)])
+
+    def extract(self, response: str, strict: bool = False) -> str:
+        return "even" if len(response) % 2 == 0 else "odd"
+
+    def verify(self, response: str, gold: str, *, strict: bool = False, timeout=None):
+        from ssb.records import Verdict
+
+        extracted = self.extract(response)
+        return Verdict(extracted=extracted, correct=extracted == gold)
+
+    from ssb.hookspecs import hookimpl as _hookimpl
+
+    @_hookimpl
+    def register_datasets(self, register):
+        from ssb.types import DatasetLoader
+
+        register(DatasetLoader("parity", "parity", self._load, default_source="generated"))
+
+    @_hookimpl
+    def register_verifiers(self, register):
+        register(self)
+
+    @_hookimpl
+    def register_prompts(self, register):
+        from ssb.prompts import make_template
+
+        register(make_template("parity", "1", "parity", system="You are a test.",
+                               teacher="{question}\nRight: {correct}\nWrong: {wrong}\n"
+                               "Write it well."))

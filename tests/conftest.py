@@ -11,6 +11,34 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("SSB_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 
+# Tests see this repository's plugins only: a plugin that happens to be installed in the
+# environment must not change what a test checks.  A test that installs a plugin allows it
+# (allowed_env / the replay_plugin fixture).
+FIRST_PARTY_PLUGINS = ("gsm8k", "math", "backends", "arithmetic", "code")
+os.environ["SSB_LOAD_PLUGINS"] = ",".join(FIRST_PARTY_PLUGINS)
+
+
+def entry_names(site: Path) -> list[str]:
+    """The ``ssb`` entry-point names of the distributions installed under ``site``."""
+    names = []
+    for ep_file in Path(site).glob("*.dist-info/entry_points.txt"):
+        section = None
+        for line in ep_file.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("["):
+                section = line.strip("[]")
+            elif section == "ssb" and "=" in line:
+                names.append(line.split("=", 1)[0].strip())
+    return names
+
+
+def allowed_env(site: Path, env: dict | None = None) -> dict:
+    """An environment whose allow-list also loads the plugins installed under ``site``."""
+    env = dict(os.environ if env is None else env)
+    current = [n for n in env.get("SSB_LOAD_PLUGINS", "").split(",") if n]
+    env["SSB_LOAD_PLUGINS"] = ",".join(current + entry_names(site))
+    return env
+
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
@@ -106,7 +134,10 @@ def replay_plugin(tmp_path_factory) -> Path:
         check=True, capture_output=True,
     )
     sys.path.insert(0, str(target))
+    before = os.environ["SSB_LOAD_PLUGINS"]
+    os.environ["SSB_LOAD_PLUGINS"] = allowed_env(target)["SSB_LOAD_PLUGINS"]
     get_registry(refresh=True)
     yield target
     sys.path.remove(str(target))
+    os.environ["SSB_LOAD_PLUGINS"] = before
     get_registry(refresh=True)

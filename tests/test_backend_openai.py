@@ -269,9 +269,9 @@ def test_api_key_never_leaks(llama_server, keyed, ssb_cli, monkeypatch):
     assert code == 0, err
     assert "56" in json.loads(out.strip().splitlines()[-1])["completions"][0]["text"]
     assert SECRET not in out and SECRET not in (err or "")
-    from ssb.config import jsonable
+    from ssb.secrets import redact
 
-    assert SECRET not in json.dumps(jsonable({"backend_opt": [f"api_key={SECRET}"]}))
+    assert SECRET not in json.dumps(redact({"backend_opt": [f"api_key={SECRET}"]}))
 
 
 def test_round_robin_and_bounded_concurrency(llama_server, keyed):

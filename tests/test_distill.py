@@ -17,9 +17,15 @@ def _config(curated, model, out, **overrides):
 
     base = dict(curated=str(curated), model=str(model), out=str(out), lora_r=8, lora_alpha=16,
                 lora_dropout=0.0, batch_size=2, epochs=1.0, lr=2e-2, temperature=2.0,
-                loss="kl=1,ce=0", save_steps=1000, progress=False, max_length=256)
+                loss="kl=1,ce=0", save_steps=1000, max_length=256)
     base.update(overrides)
     return DistillConfig(**base)
+
+
+def _run(cfg, **kwargs) -> dict:
+    from ssb.distill.trainer import distill
+
+    return distill(cfg, **kwargs).summary
 
 
 def _adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
@@ -30,12 +36,13 @@ def _adapter_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_model_dir, tmp_path_factory):
-    from ssb.distill.trainer import run_distill
 
     root = tmp_path_factory.mktemp("distill")
     curated = write_curated(root / "curated", [make_record(i) for i in range(2)])
-    cfg = _config(curated, tiny_model_dir, root / "out", max_steps=8, lora_dropout=0.05, lr=2e-3)
-    return cfg, run_distill(cfg)
+    held = write_curated(root / "held", [make_record(i) for i in range(2, 4)])
+    cfg = _config(curated, tiny_model_dir, root / "out", max_steps=8, lora_dropout=0.05, lr=2e-3,
+                  eval_records=str(held), eval_steps=4)
+    return cfg, _run(cfg)
 
 
 def test_loss_decreases_over_a_few_steps(trained):
@@ -55,7 +62,16 @@ def test_outputs_metrics_plot_manifest(trained):
             "epoch"} <= set(row)
     assert row["loss"] == pytest.approx(row["loss_kl"])  # ce has weight 0 but is logged
     assert row["solution_tokens"] == summary["alignment"]["solution_tokens"]  # both examples
+    assert not (out / "training.png").exists()  # charts are the CLI's, drawn from the data:
+    from ssb.commands.charts import plot_training
+
+    plot_training(out / "metrics.jsonl", out / "training.png", out / "heldout.jsonl")
     assert (out / "training.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Held-out records (never trained on) measured at the start, every 4 steps and the end.
+    held = [json.loads(line) for line in (out / "heldout.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in held] == [0, 4, 8]
+    assert all(r["tokens"] > 0 and r["kl"] >= 0 and r["ce"] > 0 for r in held)
+    assert summary["heldout_first"]["step"] == 0 and summary["heldout_last"]["step"] == 8
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["command"] == "distill" and manifest["finished"]
     assert manifest["summary"]["steps"] == 8 and manifest["config"]["loss"] == "kl=1,ce=0"
@@ -88,13 +104,12 @@ def test_resume_after_interruption_gives_the_same_adapter(tiny_model_dir, tmp_pa
     """Tolerance: 1e-6 absolute on every adapter weight (fp32 CPU; observed: bit-identical)."""
     from transformers import TrainerCallback
 
-    from ssb.distill.trainer import run_distill
 
     curated = write_curated(tmp_path / "curated", [make_record(i) for i in range(4)])
     # 4 examples, batch 2, 2 epochs = 4 steps; checkpoint every 2; LoRA dropout exercises the
     # restored RNG state, shuffling the restored data order.
     common = dict(epochs=2.0, save_steps=2, lora_dropout=0.1, lr=1e-2)
-    straight = run_distill(_config(curated, tiny_model_dir, tmp_path / "straight", **common))
+    straight = _run(_config(curated, tiny_model_dir, tmp_path / "straight", **common))
     assert straight["steps"] == 4
 
     class StopAfterSave(TrainerCallback):
@@ -104,10 +119,10 @@ def test_resume_after_interruption_gives_the_same_adapter(tiny_model_dir, tmp_pa
 
     cfg = _config(curated, tiny_model_dir, tmp_path / "resumed", **common)
     with pytest.raises(Interrupt):
-        run_distill(cfg, callbacks=[StopAfterSave()])
+        _run(cfg, callbacks=[StopAfterSave()])
     assert (tmp_path / "resumed" / "checkpoints" / "checkpoint-2").is_dir()
     assert not (tmp_path / "resumed" / "adapter").exists()
-    resumed = run_distill(cfg)
+    resumed = _run(cfg)
     assert resumed["resumed_from"].endswith("checkpoint-2") and resumed["steps"] == 4
     a = _adapter_tensors(tmp_path / "straight" / "adapter")
     b = _adapter_tensors(tmp_path / "resumed" / "adapter")
@@ -117,7 +132,7 @@ def test_resume_after_interruption_gives_the_same_adapter(tiny_model_dir, tmp_pa
     rows = [json.loads(x) for x in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     # A finished run is not trained again.
-    assert run_distill(cfg)["already_complete"] is True
+    assert _run(cfg)["already_complete"] is True
 
 
 def test_cli_offline_teacher_preset_and_changed_config(ssb_cli, tiny_model_dir, tmp_path):
@@ -151,7 +166,6 @@ def test_cli_offline_teacher_preset_and_changed_config(ssb_cli, tiny_model_dir, 
 @pytest.mark.slow
 def test_real_small_model_distills_on_cpu(small_gguf, shared_data, tmp_path):
     """Qwen2.5-Coder-0.5B (GGUF -> cached HF dir), fp32 CPU: a few GSM8K records, KL falls."""
-    from ssb.distill.trainer import run_distill
     from ssb.records import CuratedRecord, Rollout
 
     rows = [json.loads(line) for line in
@@ -180,7 +194,7 @@ def test_real_small_model_distills_on_cpu(small_gguf, shared_data, tmp_path):
     cfg = _config(curated, small_gguf, tmp_path / "out", lora_r=8, lora_alpha=16, lr=1e-3,
                   batch_size=2, max_steps=4, max_length=320, dtype="float32",
                   target_modules="q,v")
-    summary = run_distill(cfg)
+    summary = _run(cfg)
     rows = [json.loads(x) for x in (tmp_path / "out" / "metrics.jsonl").read_text().split("\n")
             if x]
     losses = [r["loss"] for r in rows]

@@ -21,8 +21,11 @@ def make_dist(root: Path, dist: str, entry_name: str, module: str, source: str) 
 
 
 def run_ssb(*args: str, pythonpath: Path | None = None, env: dict | None = None):
+    from conftest import allowed_env
+
     full_env = dict(os.environ)
     if pythonpath is not None:
+        full_env = allowed_env(pythonpath, full_env)
         full_env["PYTHONPATH"] = f"{pythonpath}{os.pathsep}{full_env.get('PYTHONPATH', '')}"
     full_env.update(env or {})
     return subprocess.run([sys.executable, "-m", "ssb", *args], capture_output=True, text=True,
@@ -98,6 +101,57 @@ def test_hook_that_raises_is_reported(tmp_path):
     assert "badhook" not in {p["name"] for p in report["plugins"]}
 
 
+def test_misspelled_hook_and_protocol_breaches_are_reported(tmp_path):
+    root = make_dist(tmp_path / "site", "ssb-plugin-sloppy", "sloppy", "ssb_sloppy", """
+        from ssb.hookspecs import hookimpl
+        from ssb.records import Verdict
+        from ssb.types import Loss
+
+        @hookimpl
+        def register_loss(register):  # misspelled: the hook is register_losses
+            register(Loss("never", lambda inputs: 0.0))
+
+        class LaxVerifier:  # no strict/timeout: would silently turn off curate's strict check
+            domain = "lax"
+            def extract(self, response):
+                return response
+            def verify(self, response, gold):
+                return Verdict(extracted=response, correct=response == gold)
+
+        @hookimpl
+        def register_verifiers(register):
+            register(LaxVerifier())
+        """)
+    make_dist(root, "ssb-plugin-impostor", "impostor", "ssb_impostor", """
+        from ssb.hookspecs import hookimpl
+        from ssb.types import BackendFactory
+
+        @hookimpl
+        def register_backends(register):  # a built-in name: refused, the built-in wins
+            register(BackendFactory("llama.cpp", lambda model, **kw: None, "impostor"))
+        """)
+    report = json.loads(run_ssb("plugins", "--json", pythonpath=root).stdout)
+    errors = [e["error"] for e in report["errors"] if e["name"] == "sloppy"]
+    assert any("unknown hook 'register_loss'" in e and "register_losses" in e for e in errors)
+    assert any("verify() must accept strict=, timeout=" in e for e in errors)
+    assert "lax" not in report.get("backends", {})
+    # The duplicate names both distributions; the built-in keeps the name.
+    errors = [e["error"] for e in report["errors"] if e["name"] == "impostor"]
+    assert any("duplicate backend 'llama.cpp' refused" in e and "ssb-backends" in e
+               for e in errors), errors
+    assert report["backends"]["llama.cpp"]["description"] != "impostor"
+    human = run_ssb("plugins", pythonpath=root, env={"COLUMNS": "300"})
+    assert "register_loss" in human.stdout
+
+
+def test_allow_list_that_excludes_everything_says_so(plugin_path):
+    proc = run_ssb("problems", "--dataset", "gsm8k", "--limit", "1", pythonpath=plugin_path,
+                   env={"SSB_LOAD_PLUGINS": "nothing-installed"})
+    assert proc.returncode == 2
+    assert "SSB_LOAD_PLUGINS=nothing-installed excludes the installed plugin(s)" in proc.stderr
+    assert "gsm8k" in proc.stderr
+
+
 def test_version_and_help_list_commands():
     proc = run_ssb("--version")
     assert proc.returncode == 0 and proc.stdout.startswith("ssb ")
@@ -155,22 +209,42 @@ def test_atomic_write_replaces_whole_file(tmp_path):
 
 
 def test_manifest_and_resume_guard(tmp_path):
-    from ssb.config import check_resume, finish_manifest, start_manifest
+    from ssb.stage import StageOutput, check_resume
 
     data = tmp_path / "in.jsonl"
     data.write_text("{}\n")
-    config = {"rollouts": 4, "seed": 1, "api_key": "sk-secret", "workers": 2}
-    m = start_manifest(tmp_path, "curate", config, inputs=[data], seed=1)
-    finish_manifest(tmp_path, m)
+    identity = {"rollouts": 4, "seed": 1}
+    config = {**identity, "api_key": "sk-secret", "workers": 2}
+    with StageOutput(tmp_path, "curate", identity, config, inputs=[data], seed=1) as stage:
+        stage.start_work()
+        stage.finish()
     saved = json.loads((tmp_path / "manifest.json").read_text())
-    RunManifest.from_dict(saved)
-    assert "api_key" not in saved["config"] and "sk-secret" not in json.dumps(saved)
+    RunManifest.from_dict({k: v for k, v in saved.items() if k != "identity"})
+    assert saved["config"]["api_key"] == "<redacted>" and "sk-secret" not in json.dumps(saved)
     assert saved["inputs"][str(data)] == __import__("hashlib").sha256(b"{}\n").hexdigest()
     assert saved["versions"]["torch"] and saved["finished"]
-    assert check_resume(tmp_path, "curate", {**config, "workers": 8}, force=False) is True
+    assert check_resume(tmp_path, "curate", identity, force=False) is True
     with pytest.raises(SsbError, match="rollouts: 4 -> 8"):
-        check_resume(tmp_path, "curate", {**config, "rollouts": 8}, force=False)
-    assert check_resume(tmp_path, "curate", {**config, "rollouts": 8}, force=True) is True
+        check_resume(tmp_path, "curate", {**identity, "rollouts": 8}, force=False)
+    assert check_resume(tmp_path, "curate", {**identity, "rollouts": 8}, force=True) is True
+    with pytest.raises(SsbError, match="holds a `curate` run"):
+        check_resume(tmp_path, "eval", identity, force=False)
+
+
+def test_a_stage_that_fails_before_working_leaves_no_manifest(tmp_path):
+    from ssb.stage import StageOutput
+
+    with pytest.raises(SsbError, match="bad input"):
+        with StageOutput(tmp_path, "curate", {"limit": 1}, {}):
+            raise SsbError("bad input")
+    assert not (tmp_path / "manifest.json").exists()  # the corrected command is not refused
+    with StageOutput(tmp_path, "curate", {"limit": 2}, {}) as stage:
+        stage.start_work()
+    with pytest.raises(SsbError, match="crashed"):
+        with StageOutput(tmp_path, "curate", {"limit": 2}, {}) as stage:
+            stage.start_work()
+            raise SsbError("crashed")
+    assert (tmp_path / "manifest.json").exists()  # work was done: it stays for the resume
 
 
 def test_config_file_keys_mirror_flags_and_flags_win(tmp_path, ssb_cli):

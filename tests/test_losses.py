@@ -215,7 +215,9 @@ def loss_plugin(tmp_path, monkeypatch):
                                    "Version: 0.1\n")
     (dist / "entry_points.txt").write_text("[ssb]\ntest_loss = ssb_test_loss_plugin\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("SSB_LOAD_PLUGINS", raising=False)
+    from conftest import allowed_env
+
+    monkeypatch.setenv("SSB_LOAD_PLUGINS", allowed_env(tmp_path)["SSB_LOAD_PLUGINS"])
     yield get_registry(refresh=True)
     monkeypatch.undo()
     get_registry(refresh=True)

@@ -31,19 +31,32 @@ domain = "coinflip"
 backend = "transformers"
 model = "{model}"
 rounds = {rounds}
-rollouts = 4
 seed = 0
 eval = ["coinflip"]
 eval-limit = 8
 eval-max-tokens = 12
-curate-args = "--max-tokens 12 --batch-size 4"
-distill-args = "--epochs {epochs} --batch-size 2 --lora-r 4 --lora-alpha 8 --max-length 256 --save-steps 1 --logging-steps 1"
+
+[curate]
+rollouts = 4
+max-tokens = 12
+batch-size = 4
+
+[distill]
+epochs = {epochs}
+batch-size = 2
+lora-r = 4
+lora-alpha = 8
+max-length = 256
+save-steps = 1
+logging-steps = 1
 """)
     return path
 
 
 def ssb_run(args: list[str], plugin_path: Path, **kwargs) -> subprocess.Popen:
-    env = dict(os.environ)
+    from conftest import allowed_env
+
+    env = allowed_env(plugin_path)
     env["PYTHONPATH"] = f"{plugin_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
     return subprocess.Popen([sys.executable, "-m", "ssb", "run", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -75,7 +88,8 @@ def test_run_two_rounds_tree_and_report(tmp_path, tiny_model_dir, coinflip_path)
     assert "## Curation" in report and "## Base vs student" in report
     assert "student (round 1)" in report and "student (round 2)" in report
     assert "McNemar" in report and (out / "plots" / "accuracy-per-round.png").exists()
-    assert "report.md" not in stdout or "# SSB run report" in stdout
+    assert (out / "plots" / "training-round1.png").exists()
+    assert "# SSB run report" in stdout  # the report is printed
     data = json.loads((out / "report.json").read_text())["datasets"]["coinflip"]
     assert [r["label"] for r in data["runs"]][0] == "base"
     assert len(data["comparisons"]) == 2
@@ -109,7 +123,25 @@ def test_run_resumes_after_sigkill_during_distill(tmp_path, tiny_model_dir, coin
     again = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
     _, stderr = again.communicate(timeout=900)
     assert again.returncode == 0, stderr[-4000:]
-    assert "[skip] curate" in stderr and "[run] ssb distill" in stderr
+    assert "[skip] curate" in stderr and "[run] distill" in stderr
     assert curated.stat().st_mtime_ns == curated_mtime  # curate was not redone
     assert (out / "distill" / "adapter" / "adapter_config.json").exists()
     assert (out / "report.md").exists()
+
+
+def test_run_rejects_a_bad_stage_setting_before_any_stage(tmp_path, tiny_model_dir, coinflip_path):
+    """A bad [distill] value fails at once: no stage ran, nothing was written."""
+    out = tmp_path / "run"
+    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=1)
+    cfg.write_text(cfg.read_text().replace("lora-r = 4", "lora-r = 0"))
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert "[distill]" in stderr and "--lora-r must be >= 1" in stderr
+    assert not (out / "curate").exists()
+    cfg.write_text(cfg.read_text().replace("lora-r = 0", "lora-r = 4")
+                   .replace("[curate]", "[curate]\nrolouts = 3"))
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "unknown key 'rolouts'" in stderr
+    assert not (out / "curate").exists()

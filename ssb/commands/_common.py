@@ -24,7 +24,10 @@ from ssb.events import Event, EventCallback
 
 
 def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    """One JSON line on stdout (lone surrogates from model text escaped, never a crash)."""
+    from ssb.journal import json_line
+
+    sys.stdout.write(json_line(obj))
 
 
 # -- --config for the hand-written (non-stage) commands -------------------------------------------

@@ -541,7 +541,10 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=target_module_names(cfg.target_modules),
                       task_type="CAUSAL_LM", bias="none")
-    model = get_peft_model(base, lora)
+    try:
+        model = get_peft_model(base, lora)
+    except ValueError as exc:  # e.g. a --target-modules name the model does not have
+        raise ConfigError(f"--target-modules {cfg.target_modules}: {exc}") from None
 
     args = TrainingArguments(
         output_dir=str(checkpoints),

@@ -276,6 +276,9 @@ class CurateConfig(StageConfig):
                                  "0: in-process).")
     skip_bad: bool = option(False, help="Skip (and count) malformed dataset rows instead of "
                             "failing.")
+    filters: dict[str, Any] = option(default_factory=dict, flag="--filter", metavar="KEY=VALUE",
+                                     help="Dataset filter KEY=VALUE (repeatable), e.g. n=300 "
+                                     "for a generated set, subject=Algebra.")
     adapter: str | None = option(None, help="LoRA adapter for the backend (a format it loads).")
     backend_options: dict[str, Any] = option(
         default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
@@ -343,7 +346,9 @@ def _generate_isolating(backend: Any, conversations: list[list[dict]], params: S
         return [list(r) for r in result]
     except Exception as exc:  # noqa: BLE001 - a backend failure is data about this batch
         if len(conversations) == 1:
-            return [f"{type(exc).__name__}: {exc}"[:2000]]
+            from ssb.secrets import redact_text
+
+            return [redact_text(f"{type(exc).__name__}: {exc}")[:2000]]
         mid = len(conversations) // 2
         return (_generate_isolating(backend, conversations[:mid], params, progress)
                 + _generate_isolating(backend, conversations[mid:], params, progress))
@@ -486,9 +491,10 @@ def _rebuild_outputs(out: Path, outcomes: dict[str, dict]) -> int:
     """Write curated.jsonl and rejected.jsonl atomically from the journal; returns kept count."""
     from ssb.journal import atomic_write_text
 
-    kept = [json.dumps(e["record"], ensure_ascii=False) + "\n"
-            for e in outcomes.values() if e["status"] == KEPT]
-    rejected = [json.dumps(e["rejected"], ensure_ascii=False) + "\n"
+    from ssb.journal import json_line
+
+    kept = [json_line(e["record"]) for e in outcomes.values() if e["status"] == KEPT]
+    rejected = [json_line(e["rejected"])
                 for e in outcomes.values() if e["status"] == TEACHER_WRONG and "rejected" in e]
     for name, lines in ((CURATED, kept), (REJECTED, rejected)):
         atomic_write_text(out / name, "".join(lines))
@@ -542,7 +548,7 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
     dataset_name = config.dataset or config.domain
     template = registry.template(config.domain, config.template)
     problems = select_problems(registry, dataset_name, config.source, config.split, config.limit,
-                               skip_bad=config.skip_bad)
+                               skip_bad=config.skip_bad, filters=config.filters or None)
     selected = problems.selected
     identity = {**config.identity(), "template": template.id,
                 "input_sha256": problems.sha256}
@@ -592,6 +598,7 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
                     config.model, adapter=config.adapter, **config.backend_options)
             with journal, open(out / CURATED, "a", encoding="utf-8") as curated_file, \
                     open(out / REJECTED, "a", encoding="utf-8") as rejected_file:
+                # (lines go through json_line: a lone surrogate in model text is escaped)
                 report.start("curate", total=len(todo), info=_live_info(outcomes))
                 generated = [0]
 
@@ -645,7 +652,9 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
 
 
 def _append_line(f: Any, obj: dict) -> None:
-    f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    from ssb.journal import json_line
+
+    f.write(json_line(obj))
     f.flush()
     os.fsync(f.fileno())
 

@@ -28,7 +28,7 @@ from ssb.options import ConfigError, StageConfig, option
 from ssb.records import Problem, SamplingParams
 from ssb.journal import atomic_write_json, atomic_write_text
 from ssb.plugins import get_registry
-from ssb.secrets import redact
+from ssb.secrets import redact, redact_text
 from ssb.stage import StageOutput, select_problems
 
 COMMAND = "eval"
@@ -58,6 +58,9 @@ class EvalConfig(StageConfig):
                                  "automatically for backends that load only GGUF adapters) or "
                                  "a GGUF LoRA file.")
     limit: int | None = option(None, ge=1, help="First N problems only.")
+    filters: dict[str, Any] = option(default_factory=dict, flag="--filter", metavar="KEY=VALUE",
+                                     help="Dataset filter KEY=VALUE (repeatable), e.g. n=300 "
+                                     "for a generated set, subject=Algebra.")
     samples: int = option(1, ge=1, short="-n",
                           help="Samples per problem (n > 1: avg@n, maj@n, pass@k).")
     temperature: float | None = option(None, ge=0, short="-t",
@@ -123,7 +126,7 @@ class EvalConfig(StageConfig):
             "adapter": self.adapter, "samples": self.samples,
             "temperature": self.effective_temperature, "top_p": self.effective_top_p,
             "top_k": self.top_k, "max_tokens": self.max_tokens, "seed": self.seed,
-            "template": self.template,
+            "template": self.template, "filters": self.filters,
             "backend_options": factory.identity_options(self.backend_options),
         }
 
@@ -226,7 +229,8 @@ def _generate_verify(chunk: Sequence[Problem], *, backend: Any, template: Any, d
     except SsbError:
         raise
     except Exception as exc:  # a backend crash: what is journaled so far stays; rerun resumes
-        raise SsbError(f"backend {config.backend!r} failed: {type(exc).__name__}: {exc}\n"
+        raise SsbError(f"backend {config.backend!r} failed: "
+                       f"{redact_text(f'{type(exc).__name__}: {exc}')}\n"
                        f"Finished problems are saved in {config.out}; rerun to resume.") from exc
     if len(completions) != len(chunk) or any(len(c) != params.n for c in completions):
         raise SsbError(f"backend {config.backend!r} returned the wrong number of completions")
@@ -286,7 +290,7 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
     registry = get_registry()
     factory = registry.backend(config.backend)
     problems = select_problems(registry, config.dataset, config.source, config.split,
-                               config.limit)
+                               config.limit, filters=config.filters or None)
     domain = problems.domain
     template = registry.template(domain, config.template)
     selected = problems.selected
@@ -411,7 +415,8 @@ def load_run(path: str | os.PathLike) -> RunResults:
 def _content_hash(question: Any, gold: Any) -> str:
     import hashlib
 
-    return hashlib.sha256(json.dumps([question, gold], ensure_ascii=False).encode()).hexdigest()
+    blob = json.dumps([question, gold], ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,

@@ -82,8 +82,9 @@ class RunConfig(StageConfig):
         help="Backend option KEY=VALUE for curate and eval (repeatable).")
     seed: int = option(0, help="Seed for every stage.")
     rounds: int = option(1, ge=1, help="Iterative bootstrapping rounds.")
-    eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE]",
-                             help="Eval dataset NAME or NAME=SOURCE (repeatable; default: the "
+    eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE][?K=V&...]",
+                             help="Eval dataset NAME, NAME=SOURCE, with optional dataset filters "
+                             "after '?' (e.g. arithmetic?n=300) (repeatable; default: the "
                              "training dataset).")
     eval_split: str = option("test", help="Eval split.")
     eval_limit: int | None = option(None, ge=1, help="Problems per eval dataset.")
@@ -150,10 +151,10 @@ class RunConfig(StageConfig):
     def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path):
         from ssb.stages.evaluate import EvalConfig
 
-        name, _, source = spec.partition("=")
+        name, source, filters = parse_eval_spec(spec)
         backend = self.eval_backend or self.backend
         values = {"dataset": name, "split": self.eval_split, "backend": backend, "model": model,
-                  "seed": self.seed, "out": out, "source": source or None,
+                  "seed": self.seed, "out": out, "source": source, "filters": filters,
                   "adapter": str(adapter) if adapter is not None else None,
                   "limit": self.eval_limit, "force": self.force,
                   "backend_options": dict(self.backend_options) if backend == self.backend
@@ -161,6 +162,22 @@ class RunConfig(StageConfig):
         if self.eval_max_tokens is not None:
             values.setdefault("max_tokens", self.eval_max_tokens)
         return _build(EvalConfig, values, "evaluate")
+
+
+def parse_eval_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
+    """``NAME[=SOURCE][?KEY=VALUE&...]`` -> (dataset, source, filters).
+
+    ``arithmetic?n=300`` evaluates 300 generated problems; ``gsm8k=data/test.jsonl`` a local copy.
+    """
+    head, _, query = spec.partition("?")
+    name, _, source = head.partition("=")
+    filters: dict[str, str] = {}
+    for item in filter(None, query.split("&")):
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise ConfigError(f"eval spec {spec!r}: filters are KEY=VALUE joined by '&'")
+        filters[key] = value
+    return name, source or None, filters
 
 
 def _build(cls: type, values: dict[str, Any], table: str):
@@ -274,7 +291,7 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
             adapter = distilled / "adapter"
             evals = {}
             for spec in config.eval:
-                name = spec.partition("=")[0]
+                name = parse_eval_spec(spec)[0]
                 if r == 1:
                     base_dir = out / "eval" / name / "base"
                     run_stage("eval", config.eval_config(spec, base_model, None, base_dir),

@@ -16,10 +16,10 @@ def load(source=None, split="train", skip_bad=False, filters=None):
 class ParityVerifier:
     domain = "coinflip"
 
-    def extract(self, response):
+    def extract(self, response, strict=False):
         return "even" if len(response) % 2 == 0 else "odd"
 
-    def verify(self, response, gold):
+    def verify(self, response, gold, *, strict=False, timeout=None):
         extracted = self.extract(response)
         return Verdict(extracted=extracted, correct=extracted == gold)
 

@@ -48,8 +48,6 @@ def test_atomic_writes_store_lone_surrogates(tmp_path):
     assert [json.loads(json_line(r)) for r in RECORDS] == RECORDS
 
 
-@pytest.mark.xfail(strict=True, reason="needs ssb/commands/_common.py emit_json to write "
-                   "ssb.journal.json_line(obj) (lead's file); remove this mark then")
 def test_verify_input_with_lone_surrogates(tmp_path):
     rows = [{"response": f"so {LONE[0]} it is \\boxed{{5}}", "gold": "5"},
             {"response": "\\boxed{6}", "gold": f"6{LONE[1]}"},

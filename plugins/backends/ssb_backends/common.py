@@ -58,7 +58,7 @@ def check_conversations(conversations: Sequence[Sequence[Message]]) -> None:
 def conversation_key(conversation: Sequence[Message]) -> str:
     """A stable digest of a conversation (for per-conversation seeds)."""
     blob = json.dumps([[m["role"], m["content"]] for m in conversation], ensure_ascii=False)
-    return hashlib.sha256(blob.encode()).hexdigest()
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def derive_seed(seed: int, *parts: object) -> int:

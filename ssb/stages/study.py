@@ -1,0 +1,359 @@
+"""``ssb study``: several training arms on one curated set, one paired evaluation.
+
+Does SSB beat the base model, and does its soft teacher signal beat plain fine-tuning on the very
+same verified solutions (rejection-sampling SFT)?  A study answers both with one command:
+
+1. **curate** once (the ``[curate]`` options) into ``DIR/curate``;
+2. **split** the kept records, seeded by record id, into ``DIR/data/train`` and ``DIR/data/heldout``
+   (``heldout`` records are never trained on: every arm's held-out KL and CE are measured on them
+   every ``eval_steps`` optimizer steps, so the training curves are not one noisy batch);
+3. **distill** every arm on the identical training records: an arm is a name plus ``ssb distill``
+   options over the shared ``[distill]`` ones (default arms: ``ssb`` = the paper's KL at T=2 with
+   the online teacher; ``sft`` = cross-entropy on the same solutions, no teacher);
+4. **evaluate** the base model and every arm on the identical problems with identical decoding;
+5. **report**: ``DIR/study.json`` and ``DIR/report.md`` -- accuracy per arm with a 95% CI, paired
+   differences vs ``base`` and vs ``sft`` (bootstrap CI, exact McNemar p, discordant counts),
+   held-out curves and accuracy charts (``charts.json``, drawn by the CLI).
+
+Every step runs as its own resumable stage (a child process fed a validated config), and a study
+killed at any point continues where it stopped when the same command is rerun.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from ssb.errors import SsbError
+from ssb.events import EventCallback, Reporter
+from ssb.journal import atomic_write_json, atomic_write_text, read_jsonl
+from ssb.options import ConfigError, StageConfig, option
+from ssb.secrets import redact
+
+DEFAULT_ARMS: list[dict[str, Any]] = [
+    {"name": "ssb", "loss": "kl=1,ce=0", "teacher": "online", "temperature": 2.0},
+    {"name": "sft", "loss": "ce=1", "teacher": "none"},
+]
+BASE = "base"
+
+
+@dataclass
+class StudyConfig(StageConfig):
+    """``ssb study``: one curated set, several arms, one paired evaluation."""
+
+    COMMAND: ClassVar[str] = "study"
+    NESTED: ClassVar[tuple[str, ...]] = ("curate", "distill", "evaluate")
+
+    out: Path = option(resume=False, help="Study directory (rerun the same command to resume).")
+    domain: str = option("arithmetic", help="Domain (verifier + prompts).")
+    dataset: str | None = option(None, help="Dataset to curate (default: the domain's).")
+    source: str | None = option(None, help="Local path or hub id of the curation set.")
+    split: str = option("train", help="Split to curate.")
+    limit: int | None = option(None, ge=1, help="Problems to curate.")
+    backend: str = option("llama.cpp", help="Generation backend for curate and eval.")
+    model: str = option("default", help="Base model: hub id, HF dir, .gguf, or 'default'.")
+    distill_model: str | None = option(None, help="Model for distill (default: --model).")
+    backend_options: dict[str, Any] = option(
+        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
+        help="Backend option KEY=VALUE for curate and eval (repeatable).")
+    seed: int = option(0, help="Seed for every stage and the train/held-out split.")
+    heldout: int = option(16, ge=0, help="Kept records held out of training (held-out curves).")
+    eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
+    arms: list[dict[str, Any]] = option(
+        default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
+        help="Training arms: each a table with a name and `ssb distill` options "
+        "(TOML: [[arms]]).")
+    eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE][?K=V&...]",
+                             help="Eval dataset NAME, NAME=SOURCE, with optional filters after "
+                             "'?' (e.g. arithmetic?n=300) (repeatable; default: the curated "
+                             "dataset's test split).")
+    eval_split: str = option("test", help="Eval split.")
+    eval_limit: int | None = option(None, ge=1, help="Problems per eval dataset.")
+    launcher: str | None = option(None, resume=False,
+                                  help="Command that launches distillation, e.g. "
+                                  "'accelerate launch --num_processes 8'.")
+    curate: dict[str, Any] = option(default_factory=dict, flag="--curate", metavar="KEY=VALUE",
+                                    help="An `ssb curate` option (repeatable; TOML: [curate]).")
+    distill: dict[str, Any] = option(default_factory=dict, flag="--distill", metavar="KEY=VALUE",
+                                     help="An `ssb distill` option for every arm (repeatable; "
+                                     "TOML: [distill]).")
+    evaluate: dict[str, Any] = option(default_factory=dict, flag="--evaluate",
+                                      metavar="KEY=VALUE",
+                                      help="An `ssb eval` option (repeatable; TOML: [evaluate]).")
+    force: bool = option(False, resume=False, help="Rerun every stage even if complete.")
+
+    def check(self) -> None:
+        from ssb.plugins import get_registry
+
+        registry = get_registry()
+        if not self.eval:
+            self.eval = [self.dataset or self.domain]
+        self.backend_options = registry.backend(self.backend).parse_options(
+            self.backend_options)
+        names = [a.get("name") for a in self.arms]
+        if not self.arms or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError("--arms: every arm needs a name")
+        if len(set(names)) != len(names) or BASE in names:
+            raise ConfigError(f"arm names must be unique and not {BASE!r}: {names}")
+        out = Path(self.out)
+        self.curate_config(out / "curate")
+        for arm in self.arms:
+            self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
+                                out / "arms" / arm["name"])
+        for spec in self.eval:
+            self.eval_config(spec, None, out / "eval")
+
+    def curate_config(self, out: Path):
+        from ssb.stages.curate import CurateConfig
+
+        values = {"domain": self.domain, "backend": self.backend, "model": self.model,
+                  "out": out, "dataset": self.dataset, "source": self.source,
+                  "split": self.split, "limit": self.limit, "seed": self.seed,
+                  "backend_options": dict(self.backend_options), "force": self.force,
+                  **self.curate}
+        return _build(CurateConfig, values, "curate")
+
+    def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path):
+        from ssb.distill.trainer import DistillConfig
+
+        values = {"curated": str(train), "model": self.distill_model or self.model,
+                  "out": str(out), "seed": self.seed, "force": self.force,
+                  "eval_steps": self.eval_steps, **self.distill,
+                  **{k: v for k, v in arm.items() if k != "name"}}
+        if self.heldout:
+            values.setdefault("eval_records", str(heldout))
+        return _build(DistillConfig, values, f"arms.{arm['name']}")
+
+    def eval_config(self, spec: str, adapter: Path | None, out: Path):
+        from ssb.stages.evaluate import EvalConfig
+
+        from ssb.stages.run import parse_eval_spec
+
+        name, source, filters = parse_eval_spec(spec)
+        values = {"dataset": name, "split": self.eval_split, "backend": self.backend,
+                  "model": self.model, "seed": self.seed, "out": out,
+                  "source": source, "filters": filters,
+                  "adapter": str(adapter) if adapter is not None else None,
+                  "limit": self.eval_limit, "force": self.force,
+                  "backend_options": dict(self.backend_options), **self.evaluate}
+        return _build(EvalConfig, values, "evaluate")
+
+
+def _build(cls: type, values: dict[str, Any], table: str):
+    try:
+        return cls.from_mapping(values, where=f"[{table}]")
+    except SsbError as exc:
+        raise ConfigError(f"ssb study: [{table}] {exc}") from None
+
+
+# -- the train / held-out split ------------------------------------------------------------------
+
+def split_records(curated: Path, heldout: int, seed: int, train_dir: Path,
+                  heldout_dir: Path) -> tuple[int, int]:
+    """Seeded by record id (not by file order): the same kept set always splits the same way.
+
+    Written atomically; rerunning on the same curated file rewrites identical files.
+    """
+    rows = list(read_jsonl(curated))
+    if len(rows) <= heldout:
+        raise SsbError(f"{curated}: {len(rows)} kept record(s), but --heldout {heldout} would "
+                       "leave nothing to train on; curate more problems or lower --heldout")
+
+    def rank(row: dict) -> str:
+        return hashlib.sha256(f"ssb-study\x00{seed}\x00{row['id']}".encode()).hexdigest()
+
+    held_ids = {r["id"] for r in sorted(rows, key=rank)[:heldout]}
+    train = [r for r in rows if r["id"] not in held_ids]
+    held = [r for r in rows if r["id"] in held_ids]
+    for directory, part in ((train_dir, train), (heldout_dir, held)):
+        atomic_write_text(directory / "curated.jsonl",
+                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part))
+    return len(train), len(held)
+
+
+# -- the study -----------------------------------------------------------------------------------
+
+@dataclass
+class StudyResult:
+    out: Path
+    report: Path
+    study: dict[str, Any] = field(default_factory=dict)
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              cwd=Path(__file__).parent, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _seconds(stage_dir: Path) -> float | None:
+    from ssb.stages.run import STAGE_DONE
+
+    try:
+        return json.loads((stage_dir / STAGE_DONE).read_text(encoding="utf-8"))["seconds"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return None
+
+
+def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> StudyResult:
+    """Run (or resume) the study in ``config.out``; returns the report and its data."""
+    from ssb.stage import StageOutput
+    from ssb.stages.run import parse_eval_spec, run_stage
+
+    config = config.validate()
+    report = Reporter("study", on_event)
+    out = Path(config.out)
+    with StageOutput(out, "study", config.identity(), config.manifest(), force=True,
+                     seed=config.seed) as stage:
+        stage.start_work()
+        curate_dir = out / "curate"
+        run_stage("curate", config.curate_config(curate_dir), curate_dir, report,
+                  force=config.force)
+        train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
+        n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
+                                        config.seed, train_dir, held_dir)
+        report.log(f"[study] {n_train} training record(s), {n_held} held out")
+        for arm in config.arms:
+            arm_dir = out / "arms" / arm["name"]
+            run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
+                      arm_dir, report, force=config.force, launcher=config.launcher)
+        for spec in config.eval:
+            name = parse_eval_spec(spec)[0]
+            for arm_name, adapter in [(BASE, None)] + [
+                    (a["name"], out / "arms" / a["name"] / "adapter") for a in config.arms]:
+                eval_dir = out / "eval" / name / arm_name
+                run_stage("eval", config.eval_config(spec, adapter, eval_dir), eval_dir, report,
+                          force=config.force)
+        data = build_study(out, config, n_train, n_held)
+        atomic_write_json(out / "study.json", redact(data))
+        path = write_study_report(out, data)
+        stage.finish()
+        return StudyResult(out=out, report=path, study=data)
+
+
+def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> dict[str, Any]:
+    """study.json: every number the report shows, read back from the stages' own files."""
+    from ssb.stages.evaluate import compare_runs
+    from ssb.stages.run import parse_eval_spec
+
+    arms = [a["name"] for a in config.arms]
+    curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
+    data: dict[str, Any] = {
+        "commit": _git_commit(), "config": config.manifest(),
+        "curate": {k: curate_stats.get(k) for k in (
+            "problems_seen", "kept", "skipped", "keep_rate", "rollout_accuracy",
+            "teacher_attempts", "teacher_accuracy", "mean_rollout_tokens",
+            "mean_teacher_tokens", "template")},
+        "records": {"train": n_train, "heldout": n_held},
+        "wall_seconds": {"curate": _seconds(out / "curate"),
+                         **{f"distill:{a}": _seconds(out / "arms" / a) for a in arms}},
+        "arms": {}, "eval": {},
+    }
+    for name in arms:
+        arm_dir = out / "arms" / name
+        manifest = json.loads((arm_dir / "manifest.json").read_text(encoding="utf-8"))
+        held = list(read_jsonl(arm_dir / "heldout.jsonl")) if (arm_dir / "heldout.jsonl").exists() \
+            else []
+        data["arms"][name] = {"distill": manifest.get("config", {}),
+                              "summary": manifest.get("summary", {}), "heldout": held}
+    for spec in config.eval:
+        dataset = parse_eval_spec(spec)[0]
+        dirs = {a: out / "eval" / dataset / a for a in [BASE, *arms]}
+        for a, d in dirs.items():
+            data["wall_seconds"][f"eval:{dataset}:{a}"] = _seconds(d)
+        versus_base = compare_runs([dirs[BASE]] + [dirs[a] for a in arms])
+        entry: dict[str, Any] = {"problems": versus_base["shared_problems"],
+                                 "runs": versus_base["runs"],
+                                 "vs_base": versus_base["comparisons"],
+                                 "notes": versus_base["notes"],
+                                 "method": versus_base["method"]}
+        if "sft" in arms and len(arms) > 1:
+            versus_sft = compare_runs([dirs["sft"]] + [dirs[a] for a in arms if a != "sft"])
+            entry["vs_sft"] = versus_sft["comparisons"]
+        for run, label in zip(entry["runs"], [BASE, *arms]):
+            run["arm"] = label
+        data["eval"][dataset] = entry
+    return data
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}%"
+
+
+def _comparison_rows(comparisons: list[dict[str, Any]], baseline: str,
+                     labels: list[str]) -> list[str]:
+    rows = [f"| arm | vs {baseline} (pts) | 95% CI | discordant (+/-) | McNemar p | significant |",
+            "|---|---|---|---|---|---|"]
+    for label, c in zip(labels, comparisons):
+        p = "-" if c.get("mcnemar_p") is None else f"{c['mcnemar_p']:.3g}"
+        rows.append(f"| {label} | {100 * c['diff']:+.1f} | {100 * c['ci_low']:+.1f} to "
+                    f"{100 * c['ci_high']:+.1f} | {c.get('b_only', '-')}/"
+                    f"{c.get('a_only', '-')} | {p} | {'yes' if c['significant'] else 'no'} |")
+    return rows
+
+
+def write_study_report(out: Path, data: dict[str, Any]) -> Path:
+    """report.md and charts.json from study.json's data."""
+    from ssb.stages.report import CHARTS
+
+    arms = list(data["arms"])
+    c = data["curate"]
+    lines = ["# SSB study", "",
+             f"Commit `{data.get('commit') or 'unknown'}`; config in `study.json`.", "",
+             "## Curation", "",
+             f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
+             f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
+             f"hinted teacher verified {_pct(c['teacher_accuracy'])} of "
+             f"{c['teacher_attempts']} attempts; template `{c.get('template')}`",
+             f"- records: {data['records']['train']} train, {data['records']['heldout']} "
+             "held out (never trained on)", ""]
+    charts: list[dict[str, Any]] = []
+    lines += ["## Training (held-out records)", "",
+              "| arm | loss | teacher | steps | held-out KL start → end | held-out CE start → end |",
+              "|---|---|---|---|---|---|"]
+    for name in arms:
+        arm = data["arms"][name]
+        held = arm["heldout"]
+        kl = (f"{held[0]['kl']:.4f} → {held[-1]['kl']:.4f}" if held else "-")
+        ce = (f"{held[0]['ce']:.4f} → {held[-1]['ce']:.4f}" if held else "-")
+        lines.append(f"| {name} | `{arm['distill'].get('loss')}` | {arm['distill'].get('teacher')} "
+                     f"| {arm['summary'].get('steps', '-')} | {kl} | {ce} |")
+    lines += ["", "![held-out curves](plots/heldout-curves.png)", ""]
+    charts.append({"kind": "arm_curves", "path": "plots/heldout-curves.png",
+                   "arms": [{"name": n, "heldout": str(out / "arms" / n / "heldout.jsonl")}
+                            for n in arms]})
+    for dataset, entry in data["eval"].items():
+        lines += [f"## Eval: {dataset} ({entry['problems']} paired problems)", "",
+                  "| arm | accuracy | 95% CI |", "|---|---|---|"]
+        for run in entry["runs"]:
+            lines.append(f"| {run['arm']} | {_pct(run['accuracy'])} | {_pct(run['ci_low'])} – "
+                         f"{_pct(run['ci_high'])} |")
+        lines += [""] + _comparison_rows(entry["vs_base"], BASE, arms) + [""]
+        if "vs_sft" in entry:
+            lines += _comparison_rows(entry["vs_sft"], "sft", [a for a in arms if a != "sft"])
+            lines.append("")
+        for note in entry["notes"]:
+            lines.append(f"> note: {note}")
+        png = f"plots/accuracy-{dataset}.png"
+        lines += [f"![accuracy per arm on {dataset}]({png})", "",
+                  f"Method: {entry['method']}.", ""]
+        charts.append({"kind": "arm_accuracy", "path": png, "title": dataset,
+                       "arms": [{"name": r["arm"], "accuracy": r["accuracy"],
+                                 "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
+                                for r in entry["runs"]]})
+    lines += ["## Wall time", "", "| stage | seconds |", "|---|---|"]
+    for key, seconds in data["wall_seconds"].items():
+        lines.append(f"| {key} | {'-' if seconds is None else f'{seconds:.0f}'} |")
+    atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
+    atomic_write_text(out / CHARTS, json.dumps(charts, indent=2) + "\n")
+    return out / "report.md"
+
+
+__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "DEFAULT_ARMS"]

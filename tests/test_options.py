@@ -1,0 +1,156 @@
+"""One config dataclass per stage: flags, TOML keys, presets, validation, resume identity and
+secrets all come from field metadata (ssb.options), and the CLI is derived from it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from ssb.options import ConfigError, StageConfig, option, resolve
+
+
+@dataclass
+class Demo(StageConfig):
+    COMMAND: ClassVar[str] = "demo"
+    PRESETS: ClassVar[dict[str, dict[str, Any]]] = {"big": {"rollouts": 8, "lr": 1e-3}}
+
+    out: Path = option(resume=False, help="where")
+    rollouts: int = option(4, ge=2, help="K")
+    lr: float = option(2e-4, gt=0, help="learning rate")
+    mode: str = option("a", choices=("a", "b"), help="mode")
+    limit: int | None = option(None, ge=1, help="limit")
+    token: str | None = option(None, secret=True, help="a secret")
+    threads: int = option(1, resume=False, help="speed only")
+
+
+def test_resolution_order_defaults_preset_file_flags(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('rollouts = 6\n[demo]\nmode = "b"\n')
+    assert resolve(Demo, flags={"out": "x"}).rollouts == 4
+    assert resolve(Demo, preset="big", flags={"out": "x"}).rollouts == 8
+    r = resolve(Demo, preset="big", file=cfg, flags={"out": "x"})
+    assert (r.rollouts, r.lr, r.mode) == (6, 1e-3, "b")  # file beats preset, table beats top
+    r = resolve(Demo, preset="big", file=cfg, flags={"out": "x", "rollouts": 3})
+    assert r.rollouts == 3 and isinstance(r.out, Path)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"rollouts": 1}, "--rollouts must be >= 2, got 1"),
+    ({"lr": float("nan")}, "--lr must be a finite number"),
+    ({"lr": -1.0}, "--lr must be > 0, got -1.0"),
+    ({"mode": "c"}, "--mode must be one of a, b, got 'c'"),
+    ({"limit": 0}, "--limit must be >= 1, got 0"),
+    ({"rollouts": "many"}, "--rollouts expects an integer, got 'many'"),
+])
+def test_bad_values_name_the_flag(flags, message):
+    with pytest.raises(ConfigError) as info:
+        resolve(Demo, flags={"out": "x", **flags})
+    assert message in str(info.value)
+
+
+def test_unknown_keys_missing_required_and_bad_files(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("rollout = 6\n")
+    with pytest.raises(ConfigError, match=r"c.toml: unknown key 'rollout'"):
+        resolve(Demo, file=cfg, flags={"out": "x"})
+    with pytest.raises(ConfigError, match="needs --out"):
+        resolve(Demo)
+    binary = tmp_path / "b.toml"
+    binary.write_bytes(b"\xff\xfe\x00rollouts")
+    with pytest.raises(ConfigError, match="b.toml"):
+        resolve(Demo, file=binary, flags={"out": "x"})
+    with pytest.raises(ConfigError, match="is a directory"):
+        resolve(Demo, file=tmp_path, flags={"out": "x"})
+    with pytest.raises(ConfigError, match="unknown preset 'small'.*known: big"):
+        resolve(Demo, preset="small", flags={"out": "x"})
+
+
+def test_identity_excludes_volatile_and_secret_manifest_excludes_secret():
+    cfg = resolve(Demo, flags={"out": "x", "token": "sk-123456", "threads": 8})
+    assert "threads" not in cfg.identity() and "out" not in cfg.identity()
+    assert "token" not in cfg.identity() and "token" not in cfg.manifest()
+    assert cfg.manifest()["threads"] == 8
+    assert cfg.to_dict()["token"] == "sk-123456"  # only for handing to a child process
+    assert Demo.from_mapping(cfg.to_dict()) == cfg
+
+
+def test_stage_configs_are_derived_into_the_cli(ssb_cli, monkeypatch):
+    """Every field of every stage config is a flag of its command, with its help."""
+    monkeypatch.setenv("COLUMNS", "300")  # rich wraps long flags in narrow terminals
+    from ssb.distill.trainer import DistillConfig
+    from ssb.stages.curate import CurateConfig
+    from ssb.stages.evaluate import EvalConfig
+    from ssb.stages.run import RunConfig
+
+    for command, cls in (("curate", CurateConfig), ("distill", DistillConfig),
+                         ("run", RunConfig)):
+        code, out, _ = ssb_cli(command, "--help")
+        assert code == 0
+        text = " ".join(out.split())
+        for spec in cls.specs():
+            assert spec.flag in text, f"ssb {command} --help lacks {spec.flag}"
+    code, out, _ = ssb_cli("eval", "--help")
+    assert code == 0 and all(s.flag in out for s in EvalConfig.specs())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lora-r", "0"], "--lora-r must be >= 1"),
+    (["--lr", "nan"], "--lr must be a finite number"),
+    (["--lr", "-1"], "--lr must be > 0"),
+    (["--batch-size", "0"], "--batch-size must be >= 1"),
+    (["--lora-dropout", "2"], "--lora-dropout must be < 1"),
+    (["--lr-scheduler", "sideways"], "--lr-scheduler must be one of"),
+    (["--epochs", "0"], "--epochs must be > 0"),
+    (["--temperature", "0"], "--temperature must be > 0"),
+    (["--temperature", "-1"], "--temperature must be > 0"),
+    (["--loss", "kl=1", "--teacher", "none"], "--loss kl needs a teacher"),
+])
+def test_distill_rejects_bad_settings_before_writing_anything(tmp_path, ssb_cli, args, message):
+    out = tmp_path / "d"
+    curated = tmp_path / "c.jsonl"
+    curated.write_text("")
+    code, _, err = ssb_cli("distill", "--curated", str(curated), "--model", "default",
+                           "--out", str(out), *args)
+    assert code == 2 and message in err, err
+    assert not (out / "manifest.json").exists()
+
+
+def test_curate_rejects_limit_zero_and_unknown_backend_options(tmp_path, ssb_cli):
+    base = ["curate", "--domain", "arithmetic", "--backend", "llama.cpp", "--model", "default",
+            "--out", str(tmp_path / "c")]
+    code, _, err = ssb_cli(*base, "--limit", "0")
+    assert code == 2 and "--limit must be >= 1" in err
+    code, _, err = ssb_cli(*base, "-B", "n_thread=2")
+    assert code == 2 and "no option 'n_thread'" in err and "n_threads" in err
+    code, _, err = ssb_cli(*base, "-B", "n_threads=two")
+    assert code == 2 and "n_threads expects int" in err
+    assert not (tmp_path / "c" / "manifest.json").exists()
+
+
+def test_backends_declare_options_and_capabilities():
+    from ssb.plugins import get_registry
+    from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT
+
+    reg = get_registry()
+    llama, hf = reg.backend("llama.cpp"), reg.backend("transformers")
+    assert ADAPTER_GGUF in llama.adapter_formats and not llama.loads_hf_dirs
+    assert ADAPTER_PEFT in hf.adapter_formats and hf.loads_hf_dirs
+    opts = llama.parse_options(["n_threads=2", "lora_scale=0.5"])
+    assert opts == {"n_threads": 2, "lora_scale": 0.5}
+    assert llama.identity_options(opts) == {"lora_scale": 0.5}  # threads are volatile
+    openai = reg.backend("openai")
+    parsed = openai.parse_options({"api_key": "sk-abcdef", "timeout": "30"})
+    assert openai.public_options(parsed) == {"timeout": 30.0}
+    report = reg.report()["backends"]["llama.cpp"]
+    assert {o["name"] for o in report["options"]} >= {"n_threads", "n_ctx"}
+
+
+def test_plugins_lists_backend_options(ssb_cli):
+    code, out, _ = ssb_cli("plugins", "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert "n_threads" in {o["name"] for o in data["backends"]["llama.cpp"]["options"]}

@@ -1,0 +1,140 @@
+"""`ssb study` scaled down on the tiny model: two arms on one curated set, a paired eval, a
+SIGKILL in the middle, and a report whose numbers are checked against the per-arm results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ssb.testing import install_plugin_module
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def coinflip_path(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("coinflip-site")
+    source = (HERE / "plugins" / "ssb_coinflip.py").read_text()
+    return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
+
+
+def write_study(path: Path, model: Path, epochs: int) -> Path:
+    path.write_text(f"""
+domain = "coinflip"
+backend = "transformers"
+model = "{model}"
+seed = 0
+heldout = 1
+eval-steps = 2
+eval = ["coinflip"]
+eval-limit = 8
+
+[curate]
+rollouts = 4
+max-tokens = 12
+batch-size = 4
+
+[distill]
+epochs = {epochs}
+batch-size = 2
+lora-r = 4
+lora-alpha = 8
+max-length = 256
+save-steps = 1
+logging-steps = 1
+
+[evaluate]
+max-tokens = 12
+
+[[arms]]
+name = "ssb"
+loss = "kl=1,ce=0"
+temperature = 2.0
+
+[[arms]]
+name = "sft"
+loss = "ce=1"
+teacher = "none"
+""")
+    return path
+
+
+def ssb_study(args: list[str], plugin_path: Path) -> subprocess.Popen:
+    from conftest import allowed_env
+
+    env = allowed_env(plugin_path)
+    env["PYTHONPATH"] = f"{plugin_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return subprocess.Popen([sys.executable, "-m", "ssb", "study", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def _flags(path: Path) -> dict[str, bool]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {r["id"]: r["samples"][0]["correct"] for r in rows}
+
+
+@pytest.mark.slow
+def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, coinflip_path):
+    out = tmp_path / "study"
+    cfg = write_study(tmp_path / "study.toml", tiny_model_dir, epochs=30)
+    proc = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "arms" / "ssb").glob("checkpoints/checkpoint-*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    curated = out / "curate" / "curated.jsonl"
+    mtime = curated.stat().st_mtime_ns
+
+    again = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    stdout, stderr = again.communicate(timeout=1500)
+    assert again.returncode == 0, stderr[-4000:]
+    assert "[skip] curate" in stderr and curated.stat().st_mtime_ns == mtime
+
+    study = json.loads((out / "study.json").read_text())
+    entry = study["eval"]["coinflip"]
+    assert [r["arm"] for r in entry["runs"]] == ["base", "ssb", "sft"]
+    flags = {arm: _flags(out / "eval" / "coinflip" / arm / "results.jsonl")
+             for arm in ("base", "ssb", "sft")}
+    assert len(flags["base"]) == entry["problems"] == 8
+    for run in entry["runs"]:  # accuracy = the arm's own results file
+        f = flags[run["arm"]]
+        assert run["accuracy"] == pytest.approx(sum(f.values()) / len(f))
+    for arm, c in zip(("ssb", "sft"), entry["vs_base"]):  # discordant counts from the files
+        assert c["b_only"] == sum(flags[arm][i] and not flags["base"][i] for i in flags[arm])
+        assert c["a_only"] == sum(flags["base"][i] and not flags[arm][i] for i in flags[arm])
+        assert c["diff"] == pytest.approx((c["b_only"] - c["a_only"]) / 8)
+    (vs_sft,) = entry["vs_sft"]
+    assert vs_sft["b_only"] == sum(flags["ssb"][i] and not flags["sft"][i] for i in flags["ssb"])
+    # Identical training records for both arms; one record held out of training.
+    train = [json.loads(x)["id"] for x in (out / "data/train/curated.jsonl").read_text().split("\n")
+             if x]
+    held = [json.loads(x)["id"] for x in (out / "data/heldout/curated.jsonl").read_text().split(
+        "\n") if x]
+    assert len(held) == 1 and held[0] not in train and study["records"]["train"] == len(train)
+    for arm in ("ssb", "sft"):
+        manifest = json.loads((out / "arms" / arm / "manifest.json").read_text())
+        assert manifest["config"]["curated"] == str(out / "data" / "train")
+        rows = study["arms"][arm]["heldout"]
+        assert rows[0]["step"] == 0 and rows[-1]["step"] == study["arms"][arm]["summary"]["steps"]
+    report = (out / "report.md").read_text()
+    for run in entry["runs"]:
+        assert f"| {run['arm']} | {100 * run['accuracy']:.1f}% |" in report
+    assert (out / "plots" / "heldout-curves.png").exists()
+    assert (out / "plots" / "accuracy-coinflip.png").exists()
+    assert "# SSB study" in stdout
+    # A finished study reruns nothing.
+    third = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr3 = third.communicate(timeout=600)
+    assert third.returncode == 0 and "[run]" not in stderr3
