@@ -36,7 +36,3 @@ class DataError(SsbError):
 
 class MissingDependency(SsbError):
     """An optional dependency is absent; the message says which extra to install."""
-
-
-class NotBuiltYet(SsbError):
-    """A stage that does not exist yet: say so rather than pretend."""

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -79,6 +80,15 @@ class SamplingParams(_JSONRecord):
     max_new_tokens: int = 512
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 31-bit seed from ``seed`` and labels: stable across processes and machines, and
+    independent of how a caller groups work into batches.  Every derived sampling seed in ssb
+    and its backends comes from here."""
+    blob = "|".join([str(seed), *map(str, parts)])
+    digest = hashlib.sha256(blob.encode("utf-8", "surrogatepass")).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 @dataclass

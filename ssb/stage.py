@@ -260,12 +260,6 @@ def make_readable(path: Path) -> None:
     os.chmod(path, 0o666 & ~umask)
 
 
-def derive_seed(seed: int, *parts: str) -> int:
-    """A 31-bit seed from the run seed and labels (stable across processes and machines)."""
-    digest = hashlib.sha256("\x00".join([str(seed), *parts]).encode()).digest()
-    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
-
-
-__all__ = ["MANIFEST", "SelectedProblems", "StageOutput", "check_resume", "derive_seed",
+__all__ = ["MANIFEST", "SelectedProblems", "StageOutput", "check_resume",
            "environment_versions", "load_manifest", "local_inputs", "make_readable", "now",
            "problems_sha256", "select_problems", "sha256_file", "write_manifest"]

@@ -103,8 +103,8 @@ def test_positions_masks_and_padding_sides(tokenizer):
             offset = width - len(e.student_ids) if side == "left" else 0
             assert rows == list(range(offset + e.student_prompt_len - 1,
                                       offset + len(e.student_ids) - 1))
-        # Position ids restart at 0 at the first real token on either side.
-        assert (view["position_ids"][mask.bool()] >= 0).all()
+        # Position ids restart at 0 at the first real token on either side (the exact list
+        # below; a ">= 0" check would hold after any clamp).
         for b, e in enumerate(examples):
             real = view["position_ids"][b][mask[b].bool()]
             assert real.tolist() == list(range(len(e.student_ids)))

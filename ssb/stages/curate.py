@@ -56,8 +56,9 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 from ssb.errors import SsbError
 from ssb.events import EventCallback, Reporter
 from ssb.options import StageConfig, option
-from ssb.records import Completion, CuratedRecord, Problem, Rollout, SamplingParams, Verdict
-from ssb.stage import StageOutput, derive_seed, make_readable, select_problems
+from ssb.records import (Completion, CuratedRecord, Problem, Rollout, SamplingParams, Verdict,
+                         derive_seed)
+from ssb.stage import StageOutput, make_readable, select_problems
 
 COMMAND = "curate"
 JOURNAL = "journal.jsonl"

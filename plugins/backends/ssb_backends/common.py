@@ -8,7 +8,7 @@ import json
 from typing import Any, Sequence
 
 from ssb.errors import MissingDependency, SsbError
-from ssb.records import Completion, Message, SamplingParams
+from ssb.records import Completion, Message, SamplingParams, derive_seed  # noqa: F401 (re-exported to the backends)
 
 
 def require(module: str, extra: str, what: str):
@@ -59,13 +59,6 @@ def conversation_key(conversation: Sequence[Message]) -> str:
     """A stable digest of a conversation (for per-conversation seeds)."""
     blob = json.dumps([[m["role"], m["content"]] for m in conversation], ensure_ascii=False)
     return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def derive_seed(seed: int, *parts: object) -> int:
-    """A 31-bit seed derived from ``seed`` and ``parts``: distinct per sample, stable across runs
-    and independent of how the caller groups conversations into batches."""
-    blob = "|".join([str(seed), *map(str, parts)])
-    return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "little") & 0x7FFFFFFF
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
