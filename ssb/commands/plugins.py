@@ -37,6 +37,16 @@ def register(app: typer.Typer) -> None:
                           *(", ".join(p["registers"][k]) for k in KINDS))
         console = Console()
         console.print(table)
+        backends = Table(title="backends: capabilities and -B options")
+        for col in ("backend", "adapters", "models", "options (volatile*, secret!)"):
+            backends.add_column(col)
+        for name, b in report["backends"].items():
+            models = ", ".join(k for k, v in (("HF dirs", b["loads_hf_dirs"]),
+                                              ("GGUF", b["loads_gguf"])) if v)
+            options = ", ".join(f"{o['name']}:{o['type']}" + ("*" if o["volatile"] else "")
+                                + ("!" if o["secret"] else "") for o in b["options"])
+            backends.add_row(name, ", ".join(b["adapter_formats"]) or "-", models, options)
+        console.print(backends)
         for err in report["errors"]:
             console.print(f"[red]failed:[/] {err['name']} ({err['distribution']}): {err['error']}",
                           highlight=False)
