@@ -198,3 +198,40 @@ def test_strict_disables_fallbacks():
 def test_math_equivalences(gold, response, correct):
     verdict = verify_batch("math", [(response, gold)])[0]
     assert verdict.correct is correct, verdict
+
+
+def test_default_batch_spreads_over_every_core_and_agrees_with_in_process():
+    from ssb.errors import SsbError
+    from ssb.verification import available_cores, resolve_workers
+
+    cores = available_cores()
+    assert resolve_workers(None, 1) == 0  # one item: nothing to overlap, no helper start-up
+    assert resolve_workers(None, 50) == cores
+    assert resolve_workers(3, 50) == 3 and resolve_workers(0, 50) == 0
+    with pytest.raises(SsbError):
+        resolve_workers(-1, 50)
+
+    items = [(r"\boxed{\frac{%d}{4}}" % (2 * i), r"\frac{%d}{2}" % i) for i in range(12)]
+    items += [(r"\boxed{x=%d}" % i, str(i + i % 2)) for i in range(12)]
+    items += [(r"\boxed{(9^9)^{9^9}}", "1"), ("no answer here", "3")]
+    shutdown_pool()
+    default = verify_batch("math", items)
+    if cores > 1:
+        assert get_pool().capacity >= cores
+    in_process = verify_batch("math", items, workers=0)
+    assert [v.to_dict() for v in default] == [v.to_dict() for v in in_process]
+    assert sum(v.correct for v in default) == 12 + 6
+    assert default[-2].error.startswith("rejected")
+
+
+def test_default_batch_reports_progress_and_propagates_callback_errors():
+    items = [(r"\boxed{%d}" % i, str(i)) for i in range(30)]
+    ticks = []
+    assert all(v.correct for v in verify_batch("math", items, progress=ticks.append))
+    assert sum(ticks) == 30
+
+    def boom(_):
+        raise RuntimeError("progress callback failed")
+
+    with pytest.raises(RuntimeError, match="progress callback failed"):
+        verify_batch("math", items, progress=boom)
