@@ -206,7 +206,8 @@ def _trainer_class():
             over every process (the stock count reads ``labels``, which a distill batch has
             not)."""
             batches, _ = super().get_batch_samples(epoch_iterator, num_batches, *args, **kwargs)
-            count = torch.tensor(sum(int(b["num_solution_tokens"]) for b in batches),
+            # Shapes, not values: no device sync when the loader already placed the batches.
+            count = torch.tensor(sum(b["target_ids"].shape[0] for b in batches),
                                  dtype=torch.long, device=self.args.device)
             if self.accelerator.num_processes > 1:
                 # Every process calls this once per optimizer step (even batches), so the
