@@ -331,7 +331,9 @@ def file_section(data: dict[str, Any], section: str | None,
                  nested: tuple[str, ...] = ()) -> dict[str, Any]:
     """The keys a TOML file gives one command: its top-level scalars, then the table named
     after the command (``[distill]``) on top.  Tables named in ``nested`` are kept as values."""
-    merged = {k: v for k, v in data.items() if not isinstance(v, dict) or k in nested}
+    keep = {n.replace("-", "_") for n in nested}
+    merged = {k: v for k, v in data.items()
+              if not isinstance(v, dict) or k.replace("-", "_") in keep}
     if section and isinstance(data.get(section), dict):
         merged.update(data[section])
     return merged
@@ -349,7 +351,11 @@ def resolve(cls: type[StageConfig], *, preset: str | None = None,
     if file is not None:
         where = str(file)
         data = read_toml(file)
-        from_file = dict(file_section(data, section or cls.COMMAND, nested))
+        # Tables that are values (backend-options = {...}, [curate] of a run) stay values;
+        # any other table belongs to another command's section.
+        tables = {s.name for s in cls.specs() if s.base_type is dict}
+        tables |= {s.flag.lstrip("-") for s in cls.specs() if s.base_type is dict}
+        from_file = dict(file_section(data, section or cls.COMMAND, (*nested, *tables)))
         preset = preset or from_file.pop("preset", None)
     values: dict[str, Any] = {}
     if preset is not None:

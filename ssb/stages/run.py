@@ -276,6 +276,7 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
     out = Path(config.out)
     with StageOutput(out, "run", config.identity(), config.manifest(), force=True,
                      seed=config.seed) as stage:
+        stage.start_work()
         base_model = config.model
         round_model = base_model
         distill_base = config.distill_model or base_model

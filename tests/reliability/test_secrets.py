@@ -51,9 +51,11 @@ max-errors = 5
     for needle in (SECRET, URL_SECRET):
         assert needle not in proc.stdout and needle not in proc.stderr, needle
         assert _grep_tree(tmp_path / "run", needle) == [], needle
-    # It did write files (manifests, journal with the connection errors) -- all redacted.
-    assert (out / "manifest.json").exists() and (out / "curate" / "journal.jsonl").exists()
+    # It did write files (the run's and curate's manifests, curate's outputs) -- all redacted,
+    # and the error line names the URL with its credentials masked.
+    assert (out / "manifest.json").exists() and (out / "curate" / "manifest.json").exists()
     assert "<redacted>" in (out / "manifest.json").read_text()
+    assert "http://<redacted>@127.0.0.1" in proc.stderr
 
 
 def test_wrong_case_key_is_refused_before_any_file_is_written(tmp_path, ssb_cli):
