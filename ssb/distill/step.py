@@ -43,7 +43,8 @@ def needs_teacher(terms: list[LossTerm]) -> bool:
 
 @dataclass
 class StepResult:
-    loss: torch.Tensor  # weighted sum, with grad
+    loss: torch.Tensor  # weighted sum of token means over this batch, with grad (the Trainer
+    # rescales it to this batch's share of the optimizer step's token mean)
     parts: dict[str, float]  # each term's value (detached), weight-0 terms included
     num_solution_tokens: int
 
