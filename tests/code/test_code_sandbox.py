@@ -111,6 +111,10 @@ def test_passing_and_failing_programs_say_why():
     bad = run_tests("def add(a, b):\n    return a - b\n", "assert add(2, 3) == 5\n", FAST)
     assert bad.status == "failed"
     assert bad.detail == "failed: AssertionError | tests line 1: assert add(2, 3) == 5 (got: -1)"
+    multi = run_tests("def add(a, b):\n    return [a]\n",
+                      "def check(f):\n    assert f(2, 3) == [\n        5,\n    ]\ncheck(add)\n", FAST)
+    assert multi.detail == ("failed: AssertionError | tests line 2: assert f(2, 3) == [ 5, ] "
+                            "(got: [2])")
     boom = run_tests("def add(a, b):\n    return a / 0\n", "assert add(2, 3) == 5\n", FAST)
     assert boom.detail.startswith("failed: ZeroDivisionError: division by zero")
     assert "solution line 2: return a / 0" in boom.detail

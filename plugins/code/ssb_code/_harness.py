@@ -44,13 +44,25 @@ def _line(sources, filename, lineno):
     return ""
 
 
-def _got_value(source_line, frame):
+def _statement(source, lineno):
+    """The innermost statement of ``source`` that spans ``lineno`` (an assert over several
+    lines is reported whole), or None."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return None
+    best = None
+    for node in ast.walk(tree):
+        if isinstance(node, ast.stmt) and node.lineno <= lineno <= (node.end_lineno or node.lineno):
+            span = (node.end_lineno or node.lineno) - node.lineno
+            if best is None or span <= (best.end_lineno or best.lineno) - best.lineno:
+                best = node
+    return best
+
+
+def _got_value(node, frame):
     """For ``assert X == Y`` (or ``!=``/``<``/...), the repr of X re-evaluated in the failing
     frame -- the value the candidate returned, which is the useful part of the hint."""
-    try:
-        node = ast.parse(source_line.strip()).body[0]
-    except (SyntaxError, IndexError, ValueError):
-        return None
     if not isinstance(node, ast.Assert) or not isinstance(node.test, ast.Compare):
         return None
     left = node.test.left
@@ -94,10 +106,14 @@ def describe(exc, sources):
         tb = tb.tb_next
     if test_frame is not None:
         frame, lineno = test_frame
-        src = _line(sources, "<tests>", lineno)
+        node = _statement(sources["<tests>"], lineno)
+        src = None
+        if node is not None and node.end_lineno != node.lineno:
+            src = ast.get_source_segment(sources["<tests>"], node)
+        src = src or _line(sources, "<tests>", lineno)
         text = f"tests line {lineno}: {_short(src, MAX_LINE)}"
         if isinstance(exc, AssertionError):
-            got = _got_value(src, frame)
+            got = _got_value(node, frame)
             if got is not None:
                 text += f" (got: {got})"
         parts.append(text)
