@@ -88,7 +88,7 @@ def real_vocab_model(path: Path, hidden: int, layers: int) -> Path:
 
 
 def aligned(model_dir: Path, n: int, max_length: int):
-    from ssb.distill.alignment import align_records
+    from ssb.stages.distill.alignment import align_records
     from ssb.models import load_tokenizer
 
     tok = load_tokenizer(str(model_dir))
@@ -114,7 +114,7 @@ def lora_model(model_dir: Path, seed: int = 0):
 def bench_store_size(tmp: Path, k: int = 64, tokens: int = 2048) -> dict:
     import torch
 
-    from ssb.teacher import TopKStoreWriter, topk_from_logits
+    from ssb.stages.distill.teacher import TopKStoreWriter, topk_from_logits
 
     writer = TopKStoreWriter(tmp / "store", {"top_k": k, "temperature": 2.0,
                                              "vocab_size": QWEN_VOCAB})
@@ -164,8 +164,8 @@ def child_memory(variant: str, model_dir: str, batch: int, max_length: int) -> d
     import torch
     import torch.nn.functional as F
 
-    from ssb.distill.batching import DistillCollator, pad_view
-    from ssb.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.batching import DistillCollator, pad_view
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
 
     torch.set_num_threads(2)
     tok, examples = aligned(Path(model_dir), batch, max_length)
@@ -242,8 +242,8 @@ def bench_step_time(model_dir: Path, batch: int, max_length: int, repeats: int =
 
     import torch
 
-    from ssb.distill.batching import DistillCollator
-    from ssb.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
 
     tok, examples = aligned(model_dir, batch, max_length)
     model = lora_model(model_dir).train()
@@ -272,12 +272,12 @@ def bench_fidelity(model: str, n: int, max_length: int, ks=(16, 64, 256)) -> lis
     log-probs, exact tail) for the base model: student view vs hinted teacher view."""
     import torch
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import pad_view
-    from ssb.distill.forward import body_hidden_at
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import pad_view
+    from ssb.stages.distill.forward import body_hidden_at
     from ssb.losses import LossInputs, TopKTeacher, forward_kl
     from ssb.models import load_causal_lm, load_tokenizer, resolve
-    from ssb.teacher import TopKRows, TopKStore, TopKStoreWriter, topk_from_logits
+    from ssb.stages.distill.teacher import TopKRows, TopKStore, TopKStoreWriter, topk_from_logits
 
     ref = resolve(model)
     tok = load_tokenizer(ref)

@@ -198,7 +198,7 @@ def build_model(args, device, dtype):
 
 
 class SyntheticStore:
-    """Top-k rows shaped like ``ssb.teacher.TopKStore.rows`` (values random: speed only)."""
+    """Top-k rows shaped like ``ssb.stages.distill.teacher.TopKStore.rows`` (values random: speed only)."""
 
     def __init__(self, k: int, vocab: int, seed: int):
         self.k, self.vocab, self.seed = k, vocab, seed
@@ -206,7 +206,7 @@ class SyntheticStore:
     def rows(self, example_id: str, solution_ids):
         import torch
 
-        from ssb.teacher import TopKRows
+        from ssb.stages.distill.teacher import TopKRows
 
         g = torch.Generator().manual_seed(self.seed + hash(example_id) % 1000)
         n = len(solution_ids)
@@ -218,7 +218,7 @@ class SyntheticStore:
 def examples(args):
     import torch
 
-    from ssb.distill.alignment import AlignedExample
+    from ssb.stages.distill.alignment import AlignedExample
 
     g = torch.Generator().manual_seed(args.seed)
     out = []
@@ -239,7 +239,7 @@ def collate(args, exs, teacher: str) -> dict:
     """A CPU batch exactly as ssb's collator builds it (pinned, as the Trainer's loader)."""
     import torch
 
-    from ssb.distill.batching import DistillCollator
+    from ssb.stages.distill.batching import DistillCollator
 
     store = SyntheticStore(args.topk, args.vocab, args.seed) if teacher == "offline" else None
     batch = DistillCollator(0, teacher=teacher, store=store)(exs)
@@ -262,10 +262,10 @@ def make_loss(variant: str, args, model, device, dtype):
     import torch
     import torch.nn.functional as F
 
-    from ssb.distill.forward import causal_lm_of, chunked_token_mean
-    from ssb.distill.step import LossTerm, distill_step
+    from ssb.stages.distill.forward import causal_lm_of, chunked_token_mean
+    from ssb.stages.distill.step import LossTerm, distill_step
     from ssb.losses import cross_entropy, forward_kl
-    from ssb.teacher import online_teacher_hidden
+    from ssb.stages.distill.teacher import online_teacher_hidden
 
     T = args.temperature
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) \

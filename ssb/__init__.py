@@ -30,8 +30,8 @@ except PackageNotFoundError:  # running from a source tree without install
 _API = {
     "curate": "ssb.stages.curate", "CurateConfig": "ssb.stages.curate",
     "CurateResult": "ssb.stages.curate",
-    "distill": "ssb.distill.trainer", "DistillConfig": "ssb.distill.trainer",
-    "DistillResult": "ssb.distill.trainer",
+    "distill": "ssb.stages.distill.trainer", "DistillConfig": "ssb.stages.distill.trainer",
+    "DistillResult": "ssb.stages.distill.trainer",
     "evaluate": "ssb.stages.evaluate", "EvalConfig": "ssb.stages.evaluate",
     "EvalResult": "ssb.stages.evaluate", "compare_runs": "ssb.stages.evaluate",
     "run": "ssb.stages.run", "RunConfig": "ssb.stages.run", "RunResult": "ssb.stages.run",

@@ -141,7 +141,7 @@ class CuratedRecord(_JSONRecord):
     """One kept problem: the paired teacher/student views and the target solution.
 
     ``student_messages`` and ``teacher_messages`` end *before* the solution; the solution is the
-    assistant turn that follows either of them (tokenized once, see ``ssb.distill``).
+    assistant turn that follows either of them (tokenized once, see ``ssb.stages.distill``).
     """
 
     _nested: ClassVar[dict[str, type]] = {}

@@ -48,13 +48,13 @@ def tokenizer(tiny_model_dir):
 
 
 def test_end_of_turn_is_derived_from_the_template(tokenizer):
-    from ssb.distill.alignment import end_of_turn_id
+    from ssb.stages.distill.alignment import end_of_turn_id
 
     assert end_of_turn_id(tokenizer) == tokenizer.convert_tokens_to_ids("<|im_end|>")
 
 
 def test_solution_ids_identical_in_both_views_and_closed_by_end_of_turn(tokenizer):
-    from ssb.distill.alignment import align_records, end_of_turn_id
+    from ssb.stages.distill.alignment import align_records, end_of_turn_id
 
     records = [make_record(i) for i in range(4)]
     examples, report = align_records(tokenizer, records)
@@ -80,8 +80,8 @@ def test_solution_ids_identical_in_both_views_and_closed_by_end_of_turn(tokenize
 
 
 def test_positions_masks_and_padding_sides(tokenizer):
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import pad_view
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import pad_view
 
     examples, _ = align_records(tokenizer, [make_record(i, solution="x" * (i + 1) + " = 1.")
                                             for i in range(3)])
@@ -114,9 +114,9 @@ def test_solution_position_logits_equal_dense_logits_either_padding(tiny_model_d
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import pad_view
-    from ssb.distill.forward import body_hidden_at
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import pad_view
+    from ssb.stages.distill.forward import body_hidden_at
 
     model = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32).eval()
     examples, _ = align_records(tokenizer, [make_record(i) for i in range(3)])
@@ -159,9 +159,9 @@ def _fresh_student(tiny_model_dir):
 def test_initial_loss_is_zero_when_views_are_equal(tiny_model_dir, tokenizer, loss):
     import torch
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import DistillCollator
-    from ssb.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
 
     model = _fresh_student(tiny_model_dir)
     model.train()  # LoRA dropout active: with B = 0 the adapter still adds exactly nothing
@@ -182,9 +182,9 @@ def test_initial_loss_is_zero_when_views_are_equal(tiny_model_dir, tokenizer, lo
 def test_chunked_loss_and_gradients_equal_unchunked(tiny_model_dir, tokenizer):
     import torch
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import DistillCollator
-    from ssb.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
 
     model = _fresh_student(tiny_model_dir)
     with torch.no_grad():  # a non-zero adapter so the student differs from the teacher
@@ -208,7 +208,7 @@ def test_chunked_loss_and_gradients_equal_unchunked(tiny_model_dir, tokenizer):
 
 
 def test_max_length_truncates_both_views_identically_or_drops(tokenizer):
-    from ssb.distill.alignment import align_records
+    from ssb.stages.distill.alignment import align_records
 
     records = [make_record(i) for i in range(3)]
     full, _ = align_records(tokenizer, records)
@@ -230,7 +230,7 @@ def test_max_length_truncates_both_views_identically_or_drops(tokenizer):
 
 
 def test_bad_curated_line_names_file_and_line(tmp_path):
-    from ssb.distill.alignment import load_curated
+    from ssb.stages.distill.alignment import load_curated
     from ssb.errors import DataError
 
     d = write_curated(tmp_path / "c", [make_record(0)])

@@ -13,7 +13,7 @@ from test_alignment import SYSTEM, make_record, write_curated
 
 
 def _config(curated, model, out, **overrides):
-    from ssb.distill.trainer import DistillConfig
+    from ssb.stages.distill.trainer import DistillConfig
 
     base = dict(curated=str(curated), model=str(model), out=str(out), lora_r=8, lora_alpha=16,
                 lora_dropout=0.0, batch_size=2, epochs=1.0, lr=2e-2, temperature=2.0,
@@ -23,7 +23,7 @@ def _config(curated, model, out, **overrides):
 
 
 def _run(cfg, **kwargs) -> dict:
-    from ssb.distill.trainer import distill
+    from ssb.stages.distill.trainer import distill
 
     return distill(cfg, **kwargs).summary
 
@@ -206,7 +206,7 @@ def test_real_small_model_distills_on_cpu(small_gguf, shared_data, tmp_path):
 def test_resume_skips_a_checkpoint_killed_mid_save(tmp_path):
     """A SIGKILL during the Trainer's save leaves checkpoint-N without trainer_state.json (it is
     written last); resume must use the newest complete checkpoint, not crash on the partial one."""
-    from ssb.distill.trainer import last_complete_checkpoint
+    from ssb.stages.distill.trainer import last_complete_checkpoint
 
     ckpts = tmp_path / "checkpoints"
     for step, state in ((1, '{"global_step": 1}'), (2, '{"global_step": 2}'), (3, None),

@@ -25,7 +25,7 @@ def test_losses_are_fp32_from_bf16_logits(name, teacher):
     """Every built-in loss upcasts bf16 logits before any softmax: its value is fp32 and equals
     the loss of the same (bf16-rounded) logits given in fp32, to fp32 rounding."""
     from ssb.losses import BUILTIN, LossInputs, TopKTeacher
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     g = torch.Generator().manual_seed(0)
     student = (3 * torch.randn(12, 300, generator=g)).bfloat16().requires_grad_()
@@ -56,9 +56,9 @@ def test_bf16_step_hands_bf16_logits_to_fp32_losses(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import DistillCollator
-    from ssb.distill.step import LossTerm, distill_step
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import LossTerm, distill_step
     from ssb.losses import forward_kl
     from ssb.models import load_tokenizer
 
@@ -84,7 +84,7 @@ def test_bf16_step_hands_bf16_logits_to_fp32_losses(tiny_model_dir):
 
 
 def _train(curated, model, out, dtype):
-    from ssb.distill.trainer import DistillConfig, distill
+    from ssb.stages.distill.trainer import DistillConfig, distill
 
     cfg = DistillConfig(curated=str(curated), model=str(model), out=str(out), lora_r=8,
                         lora_alpha=16, lora_dropout=0.0, batch_size=2, epochs=2.0, lr=1e-2,

@@ -27,7 +27,7 @@ LORA_ALPHA = 16
 
 
 def _config(curated, model, out, **overrides):
-    from ssb.distill.trainer import DistillConfig
+    from ssb.stages.distill.trainer import DistillConfig
 
     base = dict(curated=str(curated), model=str(model), out=str(out), lora_r=8,
                 lora_alpha=LORA_ALPHA, lora_dropout=0.0, epochs=1.0, max_steps=1, lr=1e-2,
@@ -68,8 +68,8 @@ class GradientTap:
         """``token``: one batch of all examples, the step's token mean (what ssb trains).
         ``example``: the mean over examples of each example's token mean (the old behaviour at
         batch 1 x accumulation 4)."""
-        from ssb.distill.batching import DistillCollator
-        from ssb.distill.step import distill_step, resolve_loss_terms
+        from ssb.stages.distill.batching import DistillCollator
+        from ssb.stages.distill.step import distill_step, resolve_loss_terms
 
         terms = resolve_loss_terms("kl=1,ce=0.5")
         collate = DistillCollator(self.pad_id, teacher="online")
@@ -89,8 +89,8 @@ def runs(tiny_model_dir, tmp_path_factory):
     """(config name -> (gradient tap, metrics rows, adapter tensors)) for 1x4, 2x2 and 4x1."""
     from safetensors.torch import load_file
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.trainer import distill
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.trainer import distill
     from ssb.models import load_tokenizer
 
     root = tmp_path_factory.mktemp("ga")

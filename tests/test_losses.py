@@ -104,7 +104,7 @@ def test_kl_terms_scale_with_temperature_squared(logits):
 @pytest.mark.parametrize("k", [1, 5, 39])
 @pytest.mark.parametrize("T", [1.0, 2.0])
 def test_topk_binned_kl_matches_reference_and_lower_bounds_full(logits, k, T):
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     s, t, y = logits
     rows = topk_from_logits(t, k, T)
@@ -115,7 +115,7 @@ def test_topk_binned_kl_matches_reference_and_lower_bounds_full(logits, k, T):
 
 
 def test_topk_over_whole_vocabulary_equals_dense_for_every_loss(logits):
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     s, t, y = logits
     rows = topk_from_logits(t, 40, 2.0)
@@ -134,7 +134,7 @@ def test_topk_student_tail_is_exact_when_top_holds_almost_all_mass():
     s[0, 0] = 0.0
     t = torch.zeros(1, 50)
     t[0, 0] = 1.0  # the teacher's top-1 is token 0 too; its tail holds ~95% of the mass
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     rows = topk_from_logits(t, 1, 1.0)
     top = TopKTeacher(rows.indices, rows.log_probs, rows.tail_log_mass, 1.0)
@@ -147,7 +147,7 @@ def test_topk_student_tail_is_exact_when_top_holds_almost_all_mass():
 
 
 def test_store_temperature_must_match_loss_temperature(logits):
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     s, t, y = logits
     rows = topk_from_logits(t, 5, 1.0)
@@ -227,9 +227,9 @@ def test_plugin_loss_is_used_by_name_in_a_distill_step(loss_plugin, tiny_model_d
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ssb.distill.alignment import align_records
-    from ssb.distill.batching import DistillCollator
-    from ssb.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
     from ssb.models import load_tokenizer
     from test_alignment import make_record
 

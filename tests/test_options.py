@@ -81,7 +81,7 @@ def test_identity_excludes_volatile_and_secret_manifest_excludes_secret():
 def test_stage_configs_are_derived_into_the_cli(ssb_cli, monkeypatch):
     """Every field of every stage config is a flag of its command, with its help."""
     monkeypatch.setenv("COLUMNS", "300")  # rich wraps long flags in narrow terminals
-    from ssb.distill.trainer import DistillConfig
+    from ssb.stages.distill.trainer import DistillConfig
     from ssb.stages.curate import CurateConfig
     from ssb.stages.evaluate import EvalConfig
     from ssb.stages.run import RunConfig

@@ -12,7 +12,7 @@ from test_alignment import make_record, write_curated
 
 
 def _rows(n: int, vocab: int, k: int, T: float, seed: int):
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     g = torch.Generator().manual_seed(seed)
     return topk_from_logits(torch.randn(n, vocab, generator=g) * 4, k, T)
@@ -21,7 +21,7 @@ def _rows(n: int, vocab: int, k: int, T: float, seed: int):
 def test_store_round_trip_across_shards_is_memory_mapped_and_small(tmp_path):
     from safetensors import safe_open
 
-    from ssb.teacher import INDEX, TopKStore, TopKStoreWriter, bytes_per_token
+    from ssb.stages.distill.teacher import INDEX, TopKStore, TopKStoreWriter, bytes_per_token
 
     k = 64
     writer = TopKStoreWriter(tmp_path / "s", {"top_k": k, "temperature": 2.0, "vocab_size": 500},
@@ -60,7 +60,7 @@ def test_store_round_trip_across_shards_is_memory_mapped_and_small(tmp_path):
 
 
 def test_topk_rows_tail_is_exact_in_float64():
-    from ssb.teacher import topk_from_logits
+    from ssb.stages.distill.teacher import topk_from_logits
 
     logits = torch.randn(5, 300, dtype=torch.float64) * 5
     rows = topk_from_logits(logits, 10, 2.0)
@@ -97,8 +97,8 @@ def _student_and_batch(tiny_model_dir, curated, teacher, store=None):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ssb.distill.alignment import align_records, load_curated
-    from ssb.distill.batching import DistillCollator
+    from ssb.stages.distill.alignment import align_records, load_curated
+    from ssb.stages.distill.batching import DistillCollator
     from ssb.models import load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
@@ -117,8 +117,8 @@ def _student_and_batch(tiny_model_dir, curated, teacher, store=None):
 
 @pytest.mark.parametrize("loss", ["kl=1", "rkl=1", "jsd=1"])
 def test_offline_store_agrees_with_online_teacher(tiny_model_dir, built_store, loss):
-    from ssb.distill.step import distill_step, resolve_loss_terms
-    from ssb.teacher import TopKStore
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.teacher import TopKStore
 
     curated, stores = built_store
     terms = resolve_loss_terms(loss)
@@ -153,7 +153,7 @@ def test_store_refuses_mismatched_temperature_curated_or_tokenizer(tiny_model_di
                                                                    tmp_path):
     from ssb.stage import sha256_file
     from ssb.models import load_tokenizer
-    from ssb.teacher import TopKStore, tokenizer_fingerprint
+    from ssb.stages.distill.teacher import TopKStore, tokenizer_fingerprint
 
     curated, stores = built_store
     store = TopKStore(stores[256])
@@ -173,7 +173,7 @@ def test_store_refuses_mismatched_temperature_curated_or_tokenizer(tiny_model_di
 
 
 def test_interrupted_store_build_resumes_to_the_same_store(tiny_model_dir, built_store, tmp_path):
-    from ssb.teacher import INDEX, TopKStore, build_store
+    from ssb.stages.distill.teacher import INDEX, TopKStore, build_store
 
     curated, stores = built_store
     out = tmp_path / "resumed"

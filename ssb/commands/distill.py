@@ -1,7 +1,7 @@
 """``ssb distill``: train a LoRA student on the bare question to match the hinted teacher.
 
-The flags are :class:`ssb.distill.trainer.DistillConfig`'s fields; the stage is
-:func:`ssb.distill.trainer.distill`.  Training curves (``training.png``) are drawn here.
+The flags are :class:`ssb.stages.distill.trainer.DistillConfig`'s fields; the stage is
+:func:`ssb.stages.distill.trainer.distill`.  Training curves (``training.png``) are drawn here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from ssb.commands._common import emit_json, render_events, stage_command
-from ssb.distill.trainer import DistillConfig
+from ssb.stages.distill.trainer import DistillConfig
 
 DOC = """Distill the teacher's solution-token distributions into a LoRA adapter.
 
@@ -27,7 +27,7 @@ Examples:\n
 def register(app: typer.Typer) -> None:
     def handler(config: DistillConfig, progress: bool, as_json: bool) -> None:
         from ssb.commands.charts import plot_training
-        from ssb.distill.trainer import _is_main_process, distill
+        from ssb.stages.distill.trainer import _is_main_process, distill
 
         with render_events(progress) as on_event:
             result = distill(config, on_event=on_event)

@@ -24,7 +24,7 @@ CONFIG_ENV = "SSB_STAGE_CONFIG"
 
 def stage_functions() -> dict[str, tuple[type, Callable[..., Any]]]:
     """Stage name -> (config class, stage function)."""
-    from ssb.distill.trainer import DistillConfig, distill
+    from ssb.stages.distill.trainer import DistillConfig, distill
     from ssb.stages.curate import CurateConfig, curate
     from ssb.stages.evaluate import EvalConfig, evaluate
 

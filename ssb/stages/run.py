@@ -142,7 +142,7 @@ class RunConfig(StageConfig):
         return _build(CurateConfig, values, "curate")
 
     def distill_config(self, model: str, curated: Path, out: Path):
-        from ssb.distill.trainer import DistillConfig
+        from ssb.stages.distill.trainer import DistillConfig
 
         values = {"curated": str(curated), "model": model, "out": str(out), "seed": self.seed,
                   "force": self.force, **self.distill}

@@ -119,7 +119,7 @@ class StudyConfig(StageConfig):
         return _build(CurateConfig, values, "curate")
 
     def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path):
-        from ssb.distill.trainer import DistillConfig
+        from ssb.stages.distill.trainer import DistillConfig
 
         values = {"curated": str(train), "model": self.distill_model or self.model,
                   "out": str(out), "seed": self.seed, "force": self.force,

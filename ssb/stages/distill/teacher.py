@@ -47,7 +47,7 @@ def bytes_per_token(top_k: int) -> int:
 def online_teacher_hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """``[N, H]`` teacher hidden states: the base model (adapter disabled), no grad, eval mode,
     on the teacher view, at the positions predicting each solution token."""
-    from ssb.distill.forward import body_hidden_at, causal_lm_of
+    from ssb.stages.distill.forward import body_hidden_at, causal_lm_of
     from accelerate.utils import extract_model_from_parallel
 
     peft_model = extract_model_from_parallel(model)
@@ -300,7 +300,7 @@ class TeacherLogitsConfig(StageConfig):
 def teacher_logits(config: TeacherLogitsConfig, *,
                    on_event: EventCallback | None = None) -> dict[str, Any]:
     """Build (or finish) the top-k store of ``config`` under the stage skeleton's lock."""
-    from ssb.distill.alignment import curated_path, load_curated
+    from ssb.stages.distill.alignment import curated_path, load_curated
     from ssb.stage import StageOutput
 
     config = config.validate()
@@ -331,9 +331,9 @@ def build_store(curated: str | Path, model: str, out: str | Path, *, top_k: int 
     import shutil
 
     from ssb.stage import sha256_file
-    from ssb.distill.alignment import align_records, curated_path, load_curated
-    from ssb.distill.batching import pad_view
-    from ssb.distill.forward import body_hidden_at
+    from ssb.stages.distill.alignment import align_records, curated_path, load_curated
+    from ssb.stages.distill.batching import pad_view
+    from ssb.stages.distill.forward import body_hidden_at
     from ssb.models import default_device, load_causal_lm, load_tokenizer, resolve
 
     if top_k < 1:

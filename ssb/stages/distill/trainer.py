@@ -2,7 +2,7 @@
 
 The Trainer brings checkpoints, ``resume_from_checkpoint``, ``report_to``, gradient accumulation,
 gradient checkpointing, mixed precision and multi-GPU (``accelerate launch`` / ``torchrun``);
-:class:`DistillTrainer` only replaces ``compute_loss`` with :func:`ssb.distill.step.distill_step`.
+:class:`DistillTrainer` only replaces ``compute_loss`` with :func:`ssb.stages.distill.step.distill_step`.
 
 Outputs in ``OUT/``: ``adapter/`` (plain ``PeftModel.from_pretrained``), ``metrics.jsonl`` (one
 object per logged step), ``training.png``, ``manifest.json``, and ``checkpoints/`` (the Trainer's,
@@ -174,7 +174,7 @@ def _trainer_class():
     import torch
     from transformers import Trainer
 
-    from ssb.distill.step import distill_step
+    from ssb.stages.distill.step import distill_step
 
     class DistillTrainer(Trainer):
         """Trainer whose loss is the distillation step; everything else is stock.
@@ -333,7 +333,7 @@ class HeldOut:
         """Token-weighted mean of each term (kl, ce) over every held-out solution token."""
         import torch
 
-        from ssb.distill.step import distill_step
+        from ssb.stages.distill.step import distill_step
 
         was_training = model.training
         model.eval()
@@ -448,7 +448,7 @@ def distill(cfg: DistillConfig, *, on_event: EventCallback | None = None,
     """Train (or resume) a LoRA adapter in ``cfg.out``; ``callbacks``: extra TrainerCallbacks."""
     from contextlib import nullcontext
 
-    from ssb.distill.alignment import curated_path
+    from ssb.stages.distill.alignment import curated_path
     from ssb.stage import StageOutput, load_manifest
 
     cfg = cfg.validate()
@@ -474,12 +474,12 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     import torch
     from transformers import PrinterCallback, TrainingArguments, set_seed
 
-    from ssb.distill.alignment import align_records, curated_path, load_curated
-    from ssb.distill.batching import AlignedDataset, DistillCollator
-    from ssb.distill.step import check_terms, describe_terms, resolve_loss_terms
+    from ssb.stages.distill.alignment import align_records, curated_path, load_curated
+    from ssb.stages.distill.batching import AlignedDataset, DistillCollator
+    from ssb.stages.distill.step import check_terms, describe_terms, resolve_loss_terms
     from ssb.models import load_causal_lm, load_tokenizer, resolve, resolve_dtype
     from ssb.stage import sha256_file
-    from ssb.teacher import TopKStore, tokenizer_fingerprint
+    from ssb.stages.distill.teacher import TopKStore, tokenizer_fingerprint
 
     out = Path(cfg.out)
     checkpoints = out / "checkpoints"

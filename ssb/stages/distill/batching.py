@@ -16,7 +16,7 @@ from typing import Any, Literal, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from ssb.distill.alignment import AlignedExample
+from ssb.stages.distill.alignment import AlignedExample
 
 PaddingSide = Literal["right", "left"]
 

@@ -52,9 +52,9 @@ class StepResult:
 def distill_step(model, batch: dict[str, torch.Tensor], terms: list[LossTerm], *,
                  temperature: float, teacher: str, logit_chunk: int = 256) -> StepResult:
     """The loss of one batch (see the module docstring for the order of events)."""
-    from ssb.distill.forward import causal_lm_of, chunked_token_mean, model_hidden_at
+    from ssb.stages.distill.forward import causal_lm_of, chunked_token_mean, model_hidden_at
     from ssb.losses import LossInputs, TopKTeacher
-    from ssb.teacher import online_teacher_hidden
+    from ssb.stages.distill.teacher import online_teacher_hidden
 
     # 1. batch: flat indices of the positions predicting solution tokens, and those tokens.
     targets = batch["target_ids"]
