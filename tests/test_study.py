@@ -37,6 +37,7 @@ eval = ["coinflip"]
 eval-limit = 8
 
 [curate]
+filters = {{ n = 96 }}  # the tiny model rarely ends a hinted solution on its own: curate enough
 rollouts = 4
 max-tokens = 12
 batch-size = 4
@@ -84,7 +85,7 @@ def _flags(path: Path) -> dict[str, bool]:
 @pytest.mark.slow
 def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, coinflip_path):
     out = tmp_path / "study"
-    cfg = write_study(tmp_path / "study.toml", tiny_model_dir, epochs=30)
+    cfg = write_study(tmp_path / "study.toml", tiny_model_dir, epochs=6)
     proc = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
     deadline = time.time() + 600
     while time.time() < deadline and proc.poll() is None:
