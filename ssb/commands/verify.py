@@ -72,6 +72,8 @@ def register(app: typer.Typer) -> None:
             out = {**obj, "extracted": verdict.extracted, "correct": verdict.correct}
             if verdict.error:
                 out["error"] = verdict.error
+            if verdict.detail:
+                out["detail"] = verdict.detail
             emit_json(out)
 
 

@@ -197,7 +197,8 @@ def _resolve_adapter(config: EvalConfig, out: Path,
     """
     if not config.adapter:
         return None, {}
-    from ssb.export import adapter_fingerprint, ensure_gguf_adapter, is_peft_adapter
+    from ssb.export import (adapter_fingerprint, check_adapter, ensure_gguf_adapter,
+                            is_peft_adapter)
     from ssb.stage import sha256_file
     from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT
 
@@ -206,6 +207,7 @@ def _resolve_adapter(config: EvalConfig, out: Path,
         raise SsbError(f"adapter not found: {config.adapter}")
     info: dict[str, Any] = {}
     if is_peft_adapter(path):
+        check_adapter(path)  # a truncated file or a mismatched config: one line, before any output
         info["adapter_sha256"] = adapter_fingerprint(path)
         if ADAPTER_PEFT not in factory.adapter_formats:
             if ADAPTER_GGUF not in factory.adapter_formats:
@@ -247,6 +249,8 @@ def _generate_verify(chunk: Sequence[Problem], *, backend: Any, template: Any, d
                       "correct": bool(v.correct)}
             if v.error:
                 sample["error"] = v.error
+            if v.detail:  # why it failed, when the domain can say (a failing assertion...)
+                sample["detail"] = v.detail
             samples.append(sample)
         entries.append({"id": p.id, "gold": p.gold, "samples": samples})
     return entries
@@ -312,11 +316,13 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
                     "generated_tokens": 0}
 
         owned = backend is None
-        stage.start_work()
         try:
             if todo and backend is None:
                 backend = factory.create(config.model, adapter=adapter_arg,
                                          **config.backend_options)
+            # Only now: a model or adapter that fails to load leaves no manifest behind that
+            # would refuse the corrected command as "a different config".
+            stage.start_work()
             right = sum(sum(s["correct"] for s in e["samples"]) for e in done.values())
             seen_samples = sum(len(e["samples"]) for e in done.values())
             report.start(f"eval {config.dataset}", total=len(todo) * config.samples)
