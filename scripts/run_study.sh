@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Run (or resume) the SSB study from a git worktree pinned to one commit, so that other work in
+# this checkout cannot change the code under a run that lasts hours (docs/study.md).
+#
+#   bash scripts/run_study.sh [COMMIT] [CONFIG] [OUT]
+#
+# Rerunning the same command resumes where the study stopped (every stage is journaled).  Run it
+# alone on the machine: llama.cpp slows ~3x when anything else uses the cores.  Afterwards (or
+# between sessions) `python scripts/study_snapshot.py OUT docs/study-results/NAME` copies the
+# small result files into this checkout for committing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+main=$(pwd)
+commit=$(git rev-parse "${1:-HEAD}")
+config=${2:-studies/arithmetic.toml}
+out=${3:-runs/study-arithmetic}
+wt=${SSB_STUDY_WORKTREE:-$main/../ssb-study}
+if [ ! -d "$wt" ]; then
+  git worktree add --detach "$wt" "$commit" >&2
+fi
+cd "$wt"
+if [ "$(git rev-parse HEAD)" != "$commit" ]; then
+  echo "run_study: $wt is at $(git rev-parse --short HEAD), not ${commit:0:7}; finish that study or" \
+       "set SSB_STUDY_WORKTREE to a new directory" >&2
+  exit 2
+fi
+bash scripts/setup.sh
+echo "run_study: commit ${commit:0:7}, config $config, out $wt/$out (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+exec .venv/bin/ssb study --config "$config" --out "$out"
