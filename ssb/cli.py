@@ -64,19 +64,34 @@ def _plugin_commands(app: typer.Typer) -> None:
                   file=sys.stderr)
 
 
+def _print_error(exc: SsbError) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
+    from ssb.secrets import redact_text
+
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}",
+                               highlight=False, markup=True, soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     app = build_app()
     try:
         app(args=argv, prog_name="ssb", standalone_mode=True)
     except SsbError as exc:
-        from rich.console import Console
-        from rich.markup import escape
-
-        from ssb.secrets import redact_text
-
-        Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}",
-                                   highlight=False, markup=True, soft_wrap=True)
+        _print_error(exc)
         sys.exit(exc.exit_code)
+    except (OSError, RuntimeError) as exc:
+        # A full disk outside a stage's output directory (stages report their own): one line
+        # naming the file, not a traceback.  Any other error is a bug and keeps its traceback.
+        from ssb.errors import DiskFull, disk_full_cause
+
+        cause = disk_full_cause(exc)
+        if cause is None:
+            raise
+        error = cause if isinstance(cause, DiskFull) else DiskFull(getattr(cause, "filename", None))
+        _print_error(error)
+        sys.exit(error.exit_code)
 
 
 if __name__ == "__main__":

@@ -36,3 +36,45 @@ class DataError(SsbError):
 
 class MissingDependency(SsbError):
     """An optional dependency is absent; the message says which extra to install."""
+
+
+class DiskFull(SsbError):
+    """The disk (or a quota) filled up while writing ``path``; what was finished is kept.
+
+    Journaled stages fsync each finished unit of work, so rerunning the same command after
+    freeing space continues where the run stopped.
+    """
+
+    def __init__(self, path: str | None, *, kept_in: str | None = None):
+        self.path, self.kept_in = path, kept_in
+        where = f" writing {path}" if path else ""
+        kept = (f"; the work finished so far is kept in {kept_in}: free some space and rerun "
+                "the same command to continue") if kept_in else "; free some space and retry"
+        super().__init__(f"no space left on device{where}{kept}")
+
+
+# Messages of libraries that report a full disk without an OSError (safetensors' Rust I/O).
+_DISK_FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded",
+                   "os error 122")
+
+
+def disk_full_cause(exc: BaseException | None) -> BaseException | None:
+    """The exception in ``exc``'s chain that says the disk is full (ENOSPC / EDQUOT, or a
+    library error whose message says so), else ``None``.  One that names its file is preferred:
+    closing a file after a failed write fails again, without the name."""
+    import errno
+
+    found: list[BaseException] = []
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, DiskFull):
+            found.append(exc)
+        elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            found.append(exc)
+        elif not isinstance(exc, SsbError) and any(t in str(exc).lower()
+                                                   for t in _DISK_FULL_TEXT):
+            found.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    named = [e for e in found if getattr(e, "filename", None) or getattr(e, "path", None)]
+    return (named or found or [None])[0]

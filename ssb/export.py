@@ -93,6 +93,61 @@ def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     return cfg
 
 
+_ADAPTER_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
+
+
+def check_adapter(adapter_dir: str | os.PathLike) -> dict[str, int]:
+    """Check a peft LoRA directory before anything loads it; returns module -> rank.
+
+    The weights file must be a whole safetensors file (a truncated copy fails here, not as a
+    library traceback inside the backend), every lora_A/lora_B pair must have one rank, and that
+    rank must be the one ``adapter_config.json`` declares (``r``, or its ``rank_pattern``): a
+    config copied from another run would otherwise be loaded with the wrong shapes or, by
+    ``ssb export``, with the wrong scale.
+    """
+    from safetensors import safe_open
+
+    adapter_dir = Path(adapter_dir)
+    cfg = read_adapter_config(adapter_dir)
+    config_path = adapter_dir / ADAPTER_CONFIG
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    if not weights_path.is_file():
+        raise SsbError(f"{adapter_dir}: no {ADAPTER_WEIGHTS} (only safetensors adapters are read)")
+    try:
+        declared = int(cfg.get("r", 8))
+    except (TypeError, ValueError):
+        raise SsbError(f"{config_path}: r must be an integer, got {cfg.get('r')!r}") from None
+    shapes: dict[str, dict[str, tuple[int, ...]]] = {}
+    try:
+        with safe_open(str(weights_path), framework="numpy") as f:
+            for key in f.keys():
+                m = _ADAPTER_KEY.match(key)
+                if m is not None:
+                    shapes.setdefault(m["module"], {})[m["ab"]] = \
+                        tuple(f.get_slice(key).get_shape())
+    except Exception as exc:  # safetensors raises its own error types on a bad/short file
+        raise SsbError(f"{weights_path}: not a complete safetensors file ({exc}); "
+                       "copy the adapter again or retrain it") from None
+    if not shapes:
+        raise SsbError(f"{weights_path}: no LoRA tensors found")
+    ranks: dict[str, int] = {}
+    for module, ab in sorted(shapes.items()):
+        a, b = ab.get("A"), ab.get("B")
+        if a is None or b is None:
+            raise SsbError(f"{weights_path}: {module} has lora_A or lora_B missing")
+        if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
+            raise SsbError(f"{weights_path}: {module}: lora_A {a} and lora_B {b} do not form "
+                           "a rank-r pair")
+        name = module.removeprefix("base_model.model.")
+        want = int(_module_pattern_value(cfg.get("rank_pattern"), name, declared))
+        if a[0] != want:
+            raise SsbError(f"{config_path} declares rank {want} for {name} but "
+                           f"{weights_path.name} holds rank {a[0]}: the config and the weights "
+                           "do not belong together")
+        ranks[name] = a[0]
+    return ranks
+
+
 def base_architecture(base: str | os.PathLike) -> tuple[str, str, dict[str, tuple[int, ...]]]:
     """(GGUF architecture, resolved path, GGUF tensor shapes or {}) of a base model reference:
     a ``.gguf`` file, an HF directory, or the alias ``default``."""
@@ -148,10 +203,13 @@ def export_lora_to_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathL
     from safetensors.numpy import load_file
 
     adapter_dir = Path(adapter_dir)
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise SsbError(f"GGUF output {out_path} is a directory; name the file to write, e.g. "
+                       f"{out_path / (adapter_dir.name + '.gguf')}")
     cfg = read_adapter_config(adapter_dir)
     weights_path = adapter_dir / ADAPTER_WEIGHTS
-    if not weights_path.is_file():
-        raise SsbError(f"{adapter_dir}: no {ADAPTER_WEIGHTS} (only safetensors adapters are read)")
+    check_adapter(adapter_dir)  # whole file, one rank per pair, the rank the config declares
     _check_supported_config(cfg, adapter_dir / ADAPTER_CONFIG)
 
     if base is None:
@@ -225,7 +283,6 @@ def export_lora_to_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathL
         out_tensors.append((gguf_name + ".lora_a", a))
         out_tensors.append((gguf_name + ".lora_b", b))
 
-    out_path = Path(out_path)
     _write_gguf(out_path, arch, lora_alpha, out_tensors, name=adapter_dir.name)
     rank: int | list[int] = ranks.pop() if len(ranks) == 1 else sorted(ranks)
     return ExportReport(
@@ -272,10 +329,40 @@ def _write_gguf(out_path: Path, arch: str, alpha: float, tensors: list[tuple[str
         writer.close()
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
+        _check_written(Path(tmp_name), tensors, out_path)
         os.replace(tmp_name, out_path)
+    except OSError as exc:
+        from ssb.errors import DiskFull, disk_full_cause
+
+        if disk_full_cause(exc) is not None:  # the partial file is removed below
+            raise DiskFull(str(out_path)) from exc
+        raise
     finally:
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
+
+
+def _check_written(path: Path, tensors: list[tuple[str, Any]], out_path: Path) -> None:
+    """Read the file back: numpy's ``tofile`` (how GGUFWriter writes tensors) can come up short
+    on a full disk without raising, which would leave a truncated adapter that loads garbage."""
+    import gguf
+    import numpy as np
+
+    try:
+        written = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+        complete = all(name in written and np.array_equal(
+            np.asarray(written[name].data).reshape(-1), np.asarray(data).reshape(-1))
+            for name, data in tensors)
+    except (ValueError, OSError, IndexError, KeyError):  # a short file fails to map
+        complete = False
+    if complete:
+        return
+    st = os.statvfs(path.parent)
+    if st.f_bavail * st.f_frsize < 1 << 20:
+        from ssb.errors import DiskFull
+
+        raise DiskFull(str(out_path))
+    raise SsbError(f"{out_path}: the GGUF file written does not read back whole; not kept")
 
 
 def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:

@@ -73,7 +73,79 @@ def resolve(model: str) -> ModelRef:
         return ModelRef("hf_dir", str(path.resolve()), model)
     if model.startswith((".", "/", "~")) or os.sep in model.strip("/").split("/", 1)[-1]:
         raise SsbError(f"model path not found: {model}")
+    check_hub_model(model)
     return ModelRef("hub", model, model)
+
+
+HUB_TIMEOUT = 5.0  # seconds for each hub check; the libraries' own retries take ~1 minute
+_HUB_OK: set[str] = set()
+
+
+def check_hub_model(repo_id: str) -> None:
+    """Fail fast, in one line, on a ``--model`` that is neither a local path nor a usable hub id.
+
+    Without this, transformers retries an unreachable hub for about a minute and then raises a
+    100-line traceback.  A model already in the local hub cache passes without the network;
+    otherwise ``HF_HUB_OFFLINE`` refuses at once, and the hub gets one short connection attempt
+    and one metadata request (``HUB_TIMEOUT`` each).  Errors other than "unreachable" and "no
+    such repository" are left to the loader, which reports them with more detail.
+    """
+    if repo_id in _HUB_OK:
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    what = f"model {repo_id!r} is not a local file or directory"
+    hint = ("pass a local .gguf file or HF model directory, or 'default' for the built-in "
+            "small model")
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError:
+        raise SsbError(f"{what}, nor a valid hub id; {hint}") from None
+    if isinstance(try_to_load_from_cache(repo_id, "config.json"), str):
+        _HUB_OK.add(repo_id)
+        return
+    if constants.HF_HUB_OFFLINE:
+        raise SsbError(f"{what}, and it is not in the local hub cache (HF_HUB_OFFLINE is set); "
+                       f"{hint}")
+    reason = _hub_unreachable(constants.ENDPOINT)
+    if reason:
+        raise SsbError(f"{what}, and the hub {constants.ENDPOINT} cannot be reached "
+                       f"({reason}); {hint}")
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+
+    try:
+        HfApi().model_info(repo_id, timeout=HUB_TIMEOUT)
+    except GatedRepoError:
+        raise SsbError(f"model {repo_id!r} is gated on the hub: accept its terms on the "
+                       "model page and log in (`hf auth login`)") from None
+    except RepositoryNotFoundError:
+        raise SsbError(f"{what}, and the hub has no model {repo_id!r} (a private one needs "
+                       f"`hf auth login`); {hint}") from None
+    except Exception:  # noqa: BLE001 - anything else: let the loader try and report it
+        return
+    _HUB_OK.add(repo_id)
+
+
+def _hub_unreachable(endpoint: str) -> str | None:
+    """Why a TCP connection to the hub (or the proxy that reaches it) fails, else ``None``."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlsplit(endpoint)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    host = url.hostname or ""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_TIMEOUT).close()
+    except OSError as exc:
+        return exc.strerror or str(exc) or type(exc).__name__
+    return None
 
 
 # -- the embedded default model ------------------------------------------------------------------

@@ -161,6 +161,29 @@ class CuratedRecord(_JSONRecord):
     rollout_correct: list[bool]
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def from_dict(cls, data: Any) -> "CuratedRecord":
+        """Also checks the types distill relies on: a hand-edited record whose
+        ``student_messages`` is a string would otherwise reach the chat template and fail there
+        with a library traceback."""
+        record = super().from_dict(data)
+        for name in ("id", "question", "gold", "template", "solution"):
+            value = getattr(record, name)
+            if not isinstance(value, str):
+                raise DataError(f"{name} must be a string, got {type(value).__name__}",
+                                field=name)
+        for name in ("student_messages", "teacher_messages"):
+            messages = getattr(record, name)
+            if not isinstance(messages, list) or not messages:
+                raise DataError(f"{name} must be a non-empty list of {{role, content}} "
+                                f"messages, got {type(messages).__name__}", field=name)
+            for i, m in enumerate(messages):
+                if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                        and isinstance(m.get("content"), str)):
+                    raise DataError(f"{name}[{i}] must be a {{role, content}} object of "
+                                    f"strings, got {type(m).__name__}", field=name)
+        return record
+
 
 CuratedRecord._nested = {"correct_rollout": Rollout, "wrong_rollout": Rollout}
 

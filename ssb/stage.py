@@ -31,7 +31,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Sequence
 
-from ssb.errors import SsbError
+from ssb.errors import DiskFull, SsbError, disk_full_cause
 from ssb.journal import Journal, OutputLock, atomic_write_json
 from ssb.records import Problem, RunManifest
 from ssb.secrets import redact
@@ -148,14 +148,19 @@ class StageOutput:
             raise
         return self
 
-    def __exit__(self, exc_type: Any, *rest: Any) -> None:
+    def __exit__(self, exc_type: Any, exc: BaseException | None = None, *rest: Any) -> None:
         try:
             if exc_type is not None and self.previous is None and not self.work_started:
                 # Failed before doing any work (a bad input found while loading): leave no
                 # manifest that would refuse the corrected command as "a different config".
                 (self.out / MANIFEST).unlink(missing_ok=True)
         finally:
-            self._lock.__exit__(exc_type, *rest)
+            self._lock.__exit__(exc_type, exc, *rest)
+        full = _disk_full(exc, self.out) if exc is not None else None
+        if full is not None:
+            # One line naming the path instead of a library traceback; the journal keeps
+            # every finished unit (fsync'd), so the same command continues once there is room.
+            raise full from exc
 
     def start_work(self) -> None:
         """Mark that outputs are being produced (a failure from now on keeps the manifest)."""
@@ -186,6 +191,27 @@ class StageOutput:
         self._manifest["finished"] = now()
         self._manifest.update(extra)
         write_manifest(self.out, self._manifest)
+
+
+def _disk_full(exc: BaseException, out: Path) -> "DiskFull | None":
+    """``exc`` as a :class:`DiskFull` naming the path (or ``out``), when the disk filled up.
+
+    Some writers lose the errno (torch.save: "PytorchStreamWriter failed writing file"), so an
+    I/O-looking error while ``out``'s filesystem has under 1 MiB free counts too."""
+    cause = disk_full_cause(exc)
+    if isinstance(cause, DiskFull):
+        return None if cause.kept_in else DiskFull(cause.path, kept_in=str(out))
+    if cause is None:
+        if not isinstance(exc, (OSError, RuntimeError)) or isinstance(exc, SsbError):
+            return None
+        try:
+            st = os.statvfs(out)
+        except OSError:
+            return None
+        if st.f_bavail * st.f_frsize >= 1 << 20:
+            return None
+    path = getattr(cause, "filename", None)
+    return DiskFull(str(path) if path else str(out), kept_in=str(out))
 
 
 # -- the problems a stage works on ---------------------------------------------------------------

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import sys
+import threading
 import time
 import typing
 from contextlib import contextmanager
@@ -158,19 +160,36 @@ def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[...,
 
 # -- events -> progress ---------------------------------------------------------------------------
 
+PROGRESS_INTERVAL_ENV = "SSB_PROGRESS_INTERVAL"
+
+
 @contextmanager
 def render_events(enabled: bool = True, interval: float = 10.0) -> Iterator[EventCallback]:
     """An event callback that draws progress on stderr.
 
-    On a terminal: rich progress bars.  Otherwise (a log file, nohup, CI): one line per task
-    every ``interval`` seconds -- done/total, rate, ETA -- so a long stage is never silent.
+    On a terminal: rich progress bars.  Otherwise (a log file, nohup, CI): one line per running
+    task every ``interval`` seconds (``$SSB_PROGRESS_INTERVAL`` overrides it) -- done/total,
+    rate, ETA -- also while no event arrives (one slow batch), so a long stage is never silent.
     ``log`` events are printed as lines either way; ``enabled=False`` keeps only those.
     """
     if enabled and sys.stderr.isatty():
         with _rich_renderer() as callback:
             yield callback
-    else:
-        yield _LineRenderer(enabled, interval)
+        return
+    env = os.environ.get(PROGRESS_INTERVAL_ENV)
+    if env:
+        try:
+            interval = float(env)
+        except ValueError:
+            pass
+        if not interval > 0:  # also NaN
+            interval = 10.0
+    renderer = _LineRenderer(enabled, interval)
+    renderer.start()
+    try:
+        yield renderer
+    finally:
+        renderer.stop()
 
 
 class _LineRenderer:
@@ -178,8 +197,36 @@ class _LineRenderer:
         self.enabled = enabled
         self.interval = interval
         self.tasks: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Repeat each running task's line when no event has printed it for ``interval``."""
+        if self.enabled:
+            self._thread = threading.Thread(target=self._heartbeat, name="ssb-progress",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _heartbeat(self) -> None:
+        while not self._stopped.wait(min(1.0, self.interval / 2)):
+            with self._lock:
+                now = time.monotonic()
+                for name, task in self.tasks.items():
+                    if not task["ended"] and now - task["last"] >= self.interval:
+                        task["last"] = now
+                        print(self._line(name, task, now, False), file=sys.stderr, flush=True)
 
     def __call__(self, event: Event) -> None:
+        with self._lock:
+            self._render(event)
+
+    def _render(self, event: Event) -> None:
         if event.kind == "log":
             if event.message:
                 print(event.message, file=sys.stderr, flush=True)
@@ -188,14 +235,17 @@ class _LineRenderer:
             return
         now = time.monotonic()
         task = self.tasks.setdefault(event.task, {"done": 0, "total": None, "start": now,
-                                                  "start_done": 0, "last": 0.0, "info": ""})
+                                                  "start_done": 0, "last": 0.0, "info": "",
+                                                  "ended": False})
         if event.kind == "start":
             task.update(done=event.done, total=event.total, start=now, start_done=event.done,
-                        last=0.0)
+                        last=0.0, ended=False)
         task["done"] += event.advance
         if event.info:
             task["info"] = event.info
         final = event.kind == "end"
+        if final:
+            task["ended"] = True
         if final or now - task["last"] >= self.interval:
             task["last"] = now
             print(self._line(event.task, task, now, final), file=sys.stderr, flush=True)

@@ -592,11 +592,13 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
             return stats
 
         owned = backend is None
-        stage.start_work()
         try:
             if todo and backend is None:
                 backend = registry.backend(config.backend).create(
                     config.model, adapter=config.adapter, **config.backend_options)
+            # Only now: a model that fails to load leaves no manifest behind that would refuse
+            # the corrected command as "a different config".
+            stage.start_work()
             with journal, open(out / CURATED, "a", encoding="utf-8") as curated_file, \
                     open(out / REJECTED, "a", encoding="utf-8") as rejected_file:
                 # (lines go through json_line: a lone surrogate in model text is escaped)
@@ -655,9 +657,13 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
 def _append_line(f: Any, obj: dict) -> None:
     from ssb.journal import json_line
 
-    f.write(json_line(obj))
-    f.flush()
-    os.fsync(f.fileno())
+    try:
+        f.write(json_line(obj))
+        f.flush()
+        os.fsync(f.fileno())
+    except OSError as exc:  # e.g. a full disk: name the file (rebuilt from the journal on rerun)
+        exc.filename = exc.filename or f.name
+        raise
 
 
 def _read_json(path: Path) -> dict | None:

@@ -122,7 +122,9 @@ class TransformersBackend:
             num_return_sequences=samples, eos_token_id=self.eos_ids, pad_token_id=self.pad_id,
             temperature=params.temperature if sample else 1.0,
             top_p=params.top_p if sample else 1.0,
-            top_k=params.top_k if sample else 0,  # 0 = off
+            # 0 = off; greedy ignores top_k, and any value but transformers' default (50) there
+            # prints a "generation flags are not valid" warning on every run
+            top_k=params.top_k if sample else 50,
             typical_p=1.0, repetition_penalty=1.0, no_repeat_ngram_size=0,
         )
         if getattr(self.model.generation_config, "min_p", None) is not None:
