@@ -139,3 +139,47 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     third = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
     _, stderr3 = third.communicate(timeout=600)
     assert third.returncode == 0 and "[run]" not in stderr3
+
+
+def test_split_is_seeded_by_record_id_not_file_order(tmp_path):
+    from ssb.errors import SsbError
+    from ssb.stages.study import split_records
+
+    rows = [{"id": f"p{i}", "x": i} for i in range(20)]
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    b.write_text("".join(json.dumps(r) + "\n" for r in reversed(rows)))
+    held = []
+    for src in (a, b):
+        assert split_records(src, 5, 0, tmp_path / src.stem / "t", tmp_path / src.stem / "h") \
+            == (15, 5)
+        held.append({json.loads(x)["id"] for x in
+                     (tmp_path / src.stem / "h" / "curated.jsonl").read_text().splitlines()})
+    assert held[0] == held[1] and len(held[0]) == 5
+    split_records(a, 5, 1, tmp_path / "s1" / "t", tmp_path / "s1" / "h")
+    other = {json.loads(x)["id"] for x in (tmp_path / "s1/h/curated.jsonl").read_text().splitlines()}
+    assert other != held[0]  # another seed, another held-out set
+    with pytest.raises(SsbError, match="nothing to train on"):
+        split_records(a, 20, 0, tmp_path / "x" / "t", tmp_path / "x" / "h")
+
+
+def test_eval_specs_and_study_config_validation(tmp_path):
+    from ssb.options import ConfigError, resolve
+    from ssb.stages.run import parse_eval_spec
+    from ssb.stages.study import StudyConfig
+
+    assert parse_eval_spec("arithmetic?n=300&seed=2") == ("arithmetic", None,
+                                                          {"n": "300", "seed": "2"})
+    assert parse_eval_spec("gsm8k=data/t.jsonl") == ("gsm8k", "data/t.jsonl", {})
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('[[arms]]\nname = "ssb"\nloss = "kl=1"\n[[arms]]\nname = "ssb"\nloss = "ce=1"\n'
+                   'teacher = "none"\n')
+    with pytest.raises(ConfigError, match="unique"):
+        resolve(StudyConfig, file=cfg, flags={"out": str(tmp_path / "o")})
+    cfg.write_text('[[arms]]\nname = "bad"\nlora-r = 0\n')
+    with pytest.raises(ConfigError, match=r"\[arms.bad\].*--lora-r must be >= 1"):
+        resolve(StudyConfig, file=cfg, flags={"out": str(tmp_path / "o")})
+    assert not (tmp_path / "o").exists()
+    ok = resolve(StudyConfig, file=Path(__file__).parent.parent / "studies" / "arithmetic.toml",
+                 flags={"out": str(tmp_path / "o")}, nested=StudyConfig.NESTED)
+    assert [a["name"] for a in ok.arms] == ["ssb", "sft"] and ok.curate["filters"] == {"n": 240}
