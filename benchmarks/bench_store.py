@@ -2,13 +2,14 @@
 online teacher?  Measured where it matters, on the student's gradient.
 
 For each model, the same LoRA student (r=16, all projections) and the same GSM8K-derived
-batch go through the product's own training step (``ssb.stages.distill.step.distill_step``, forward
-KL at T=2) twice: with the online teacher (exact: the frozen base model on the hinted view,
-full vocabulary) and with a top-k store written and read back by ``ssb.stages.distill.teacher`` (float16
-log-probs, exact tail mass).  The number is the cosine between the two gradients over all
-LoRA parameters, and the relative difference of their norms.  It is taken twice: at LoRA
-initialisation (B = 0: only the B matrices get a gradient) and at a "trained" point (B drawn
-small and random, as after some steps), for k = 16 ... 1024 (``6k + 8`` bytes/token).
+batch go through the product's own training step
+(``ssb.stages.distill.step.distill_step``, forward KL at T=2) twice: with the online teacher
+(exact: the frozen base model on the hinted view, full vocabulary) and with a top-k store
+written and read back by ``ssb.stages.distill.teacher`` (float16 log-probs, exact tail mass).
+The number is the cosine between the two gradients over all LoRA parameters, and the
+relative difference of their norms.  It is taken twice: at LoRA initialisation (B = 0: only
+the B matrices get a gradient) and at a "trained" point (B drawn small and random, as after
+some steps), for k = 16 ... 1024 (``6k + 8`` bytes/token).
 
 A candidate that is *not* in the product is measured next to it: a per-token k chosen to
 cover a fixed share of the teacher's mass at T=2 (capped), with its mean bytes/token; it is
@@ -16,7 +17,17 @@ evaluated through the same loss by padding rows with zero-probability entries.
 
 Models: ``tiny`` (ssb.testing's random Qwen2, vocab ~300), ``random-151936`` (a random-init
 Qwen2 with Qwen's real vocabulary: near-uniform outputs, so almost all mass is in the tail),
-and, in the full run, ``default`` (the real small model, Qwen2.5-Coder-0.5B-Instruct).
+and, in the full run or when ``SSB_BENCH_STORE_MODEL`` names one, ``default`` (the real small
+model, Qwen2.5-Coder-0.5B-Instruct; about 25 min on a loaded 2-core box, 2 min for --quick).
+
+Measured (benchmarks/results/2026-11-28-store-gradient-cosine.json, 133 solution tokens of 2
+GSM8K records): with the real model the top-64 store (392 B/token) gives a gradient cosine of
+0.992 at LoRA init and 0.993 at the perturbed point, its norm 3-4% high, although its KD loss
+is 18% low (at T=2 the top 64 hold only 57% of the teacher's mass: the tail's own KL is lost
+from the value, but the student and teacher tails have nearly the same shape, so the gradient
+barely changes).  Even top-1024 only reaches 0.995: the rest is not truncation.  On the random
+models the cosine is also >= 0.985 at k=64, but the norm is 85-100% low (their mass is all in
+the tail), so those numbers say little about a trained model.
 
     .venv/bin/python benchmarks/bench_store.py [--quick] [--json PATH]
 """
@@ -140,7 +151,9 @@ def _perturb_lora_b(model, seed: int = 1, scale: float = 0.02) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
 
 
-def measure(label: str, model_ref: str, tmp: Path, records: int, max_length: int) -> list[dict]:
+def measure(label: str, model_ref: str, tmp: Path, records: int, max_length: int,
+            quick: bool = False) -> list[dict]:
+    """Rows for one model (``quick``: the trained point only, k <= 256, no candidate)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -166,13 +179,15 @@ def measure(label: str, model_ref: str, tmp: Path, records: int, max_length: int
     tokens = sum(e.num_solution_tokens for e in examples)
     logits = _teacher_logits(model, examples, pad_id)
     online = DistillCollator(pad_id, teacher="online")(examples)
-    stores = {k: _store_batch(tmp / label, examples, logits, k, pad_id) for k in KS if k < vocab}
-    coverage = {q: _coverage_batch(examples, logits, q, pad_id) for q in COVERAGE}
+    ks = [k for k in KS if k < vocab and not (quick and k > 256)]
+    stores = {k: _store_batch(tmp / label, examples, logits, k, pad_id) for k in ks}
+    coverage = {} if quick else {q: _coverage_batch(examples, logits, q, pad_id)
+                                 for q in COVERAGE}
     top64_mass = float(torch.topk((logits / T).softmax(-1), min(64, vocab), -1).values
                        .sum(-1).mean())
 
     rows = []
-    for point in ("init", "trained"):
+    for point in ("trained",) if quick else ("init", "trained"):
         if point == "trained":
             _perturb_lora_b(model)
         g_ref, loss_ref = _grad(model, online, terms, "online")
@@ -186,7 +201,9 @@ def measure(label: str, model_ref: str, tmp: Path, records: int, max_length: int
                 "metric": (f"{label}, LoRA at {point}: gradient cosine, {name} "
                            f"({nbytes:.0f} B/token; norm {norm_err:+.0%})"),
                 "ours": cos, "baseline": 1.0, "ratio": cos, "unit": "cosine",
-                "higher_is_better": True, "target": 0.99 if nbytes <= 400 else None,
+                # the issue's target (>= 0.99 at <= 400 B/token) is about a real model
+                "higher_is_better": True,
+                "target": 0.99 if nbytes <= 400 and label.startswith("real") else None,
                 "note": (f"{label}: baseline = the online teacher (exact, dense; stored as "
                          f"dense fp32 it would be {4 * vocab:,} B/token); vocab {vocab:,}, "
                          f"{tokens} solution tokens of {len(examples)} GSM8K records, T={T:g}; "
@@ -210,7 +227,7 @@ def run(quick: bool) -> list[dict]:
         if not quick or os.environ.get("SSB_BENCH_STORE_MODEL"):
             models.append(("real 0.5B", os.environ.get("SSB_BENCH_STORE_MODEL", "default")))
         for label, ref in models:
-            rows += measure(label, ref, tmp, records=2, max_length=320)
+            rows += measure(label, ref, tmp, records=2, max_length=320, quick=quick)
     return rows
 
 
