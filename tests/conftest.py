@@ -141,3 +141,27 @@ def replay_plugin(tmp_path_factory) -> Path:
     sys.path.remove(str(target))
     os.environ["SSB_LOAD_PLUGINS"] = before
     get_registry(refresh=True)
+
+
+@pytest.fixture(scope="session")
+def coinflip_path(tmp_path_factory) -> Path:
+    """The test-only ``coinflip`` domain (tests/plugins/ssb_coinflip.py) installed as a real
+    distribution: the tiny model "solves" half of its problems, so every stage runs."""
+    from ssb.testing import install_plugin_module
+
+    root = tmp_path_factory.mktemp("coinflip-site")
+    source = (REPO_ROOT / "tests" / "plugins" / "ssb_coinflip.py").read_text()
+    return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
+
+
+def ssb_subprocess(command: str, args: list[str], plugin_site: Path, **kwargs):
+    """``python -m ssb COMMAND ARGS`` in its own session (killable as a group), with the plugins
+    under ``plugin_site`` importable and allowed."""
+    import subprocess
+    import sys
+
+    env = allowed_env(plugin_site)
+    env["PYTHONPATH"] = f"{plugin_site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return subprocess.Popen([sys.executable, "-m", "ssb", command, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)

@@ -7,22 +7,10 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from ssb.testing import install_plugin_module
-
-HERE = Path(__file__).resolve().parent
-
-
-@pytest.fixture(scope="module")
-def coinflip_path(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("coinflip-site")
-    source = (HERE / "plugins" / "ssb_coinflip.py").read_text()
-    return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
 
 
 def write_config(path: Path, model: Path, rounds: int, epochs: int = 2) -> Path:
@@ -54,13 +42,9 @@ logging-steps = 1
 
 
 def ssb_run(args: list[str], plugin_path: Path, **kwargs) -> subprocess.Popen:
-    from conftest import allowed_env
+    from conftest import ssb_subprocess
 
-    env = allowed_env(plugin_path)
-    env["PYTHONPATH"] = f"{plugin_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    return subprocess.Popen([sys.executable, "-m", "ssb", "run", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, **kwargs)
+    return ssb_subprocess("run", args, plugin_path, **kwargs)
 
 
 @pytest.mark.slow

@@ -10,12 +10,10 @@ resolved by :func:`ssb.options.resolve` (defaults < preset < file < explicit fla
 from __future__ import annotations
 
 import inspect
-import json
 import os
 import sys
 import threading
 import time
-import typing
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional

@@ -37,8 +37,38 @@ from ssb.secrets import redact, redact_text
 STAGE_DONE = ".ssb-run-stage.json"  # written after a stage succeeds: the config it ran with
 
 
+class PipelineStages:
+    """The curate and eval configs a pipeline (``run``, ``study``) builds from its own fields and
+    its ``[curate]`` / ``[evaluate]`` tables; the table wins over the pipeline-level value."""
+
+    def curate_config(self, model: str, out: Path):
+        from ssb.stages.curate import CurateConfig
+
+        values = {"domain": self.domain, "backend": self.backend, "model": model, "out": out,
+                  "dataset": self.dataset, "source": self.source, "split": self.split,
+                  "limit": self.limit, "seed": self.seed,
+                  "backend_options": dict(self.backend_options), "force": self.force,
+                  **self.curate}
+        return stage_config(CurateConfig, values, "curate", self.COMMAND)
+
+    def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path):
+        from ssb.stages.evaluate import EvalConfig
+
+        name, source, filters = parse_eval_spec(spec)
+        backend = getattr(self, "eval_backend", None) or self.backend
+        values = {"dataset": name, "split": self.eval_split, "backend": backend, "model": model,
+                  "seed": self.seed, "out": out, "source": source, "filters": filters,
+                  "adapter": str(adapter) if adapter is not None else None,
+                  "limit": self.eval_limit, "force": self.force,
+                  "backend_options": dict(self.backend_options) if backend == self.backend
+                  else {}, **self.evaluate}
+        if getattr(self, "eval_max_tokens", None) is not None:
+            values.setdefault("max_tokens", self.eval_max_tokens)
+        return stage_config(EvalConfig, values, "evaluate", self.COMMAND)
+
+
 @dataclass
-class RunConfig(StageConfig):
+class RunConfig(PipelineStages, StageConfig):
     """``ssb run``: the pipeline settings and the options of each stage."""
 
     COMMAND: ClassVar[str] = "run"
@@ -130,38 +160,13 @@ class RunConfig(StageConfig):
         for spec in self.eval:
             self.eval_config(spec, self.model, out / "distill" / "adapter", out / "eval")
 
-    # -- each stage's config ---------------------------------------------------------------
-    def curate_config(self, model: str, out: Path):
-        from ssb.stages.curate import CurateConfig
-
-        values = {"domain": self.domain, "backend": self.backend, "model": model, "out": out,
-                  "dataset": self.dataset, "source": self.source, "split": self.split,
-                  "limit": self.limit, "seed": self.seed,
-                  "backend_options": dict(self.backend_options), "force": self.force,
-                  **self.curate}
-        return _build(CurateConfig, values, "curate")
-
+    # -- each stage's config (curate and eval: PipelineStages) ----------------------------
     def distill_config(self, model: str, curated: Path, out: Path):
         from ssb.stages.distill.trainer import DistillConfig
 
         values = {"curated": str(curated), "model": model, "out": str(out), "seed": self.seed,
                   "force": self.force, **self.distill}
-        return _build(DistillConfig, values, "distill")
-
-    def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path):
-        from ssb.stages.evaluate import EvalConfig
-
-        name, source, filters = parse_eval_spec(spec)
-        backend = self.eval_backend or self.backend
-        values = {"dataset": name, "split": self.eval_split, "backend": backend, "model": model,
-                  "seed": self.seed, "out": out, "source": source, "filters": filters,
-                  "adapter": str(adapter) if adapter is not None else None,
-                  "limit": self.eval_limit, "force": self.force,
-                  "backend_options": dict(self.backend_options) if backend == self.backend
-                  else {}, **self.evaluate}
-        if self.eval_max_tokens is not None:
-            values.setdefault("max_tokens", self.eval_max_tokens)
-        return _build(EvalConfig, values, "evaluate")
+        return stage_config(DistillConfig, values, "distill", self.COMMAND)
 
 
 def parse_eval_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
@@ -180,11 +185,12 @@ def parse_eval_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     return name, source or None, filters
 
 
-def _build(cls: type, values: dict[str, Any], table: str):
+def stage_config(cls: type, values: dict[str, Any], table: str, command: str):
+    """A stage's config from a pipeline's values, validated; an error names the table."""
     try:
         return cls.from_mapping(values, where=f"[{table}]")
     except SsbError as exc:
-        raise ConfigError(f"ssb run: [{table}] {exc}") from None
+        raise ConfigError(f"ssb {command}: [{table}] {exc}") from None
 
 
 # -- running a stage in a child process ------------------------------------------------------
@@ -311,4 +317,5 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
         return RunResult(out=out, report=path, rounds=rounds)
 
 
-__all__ = ["RunConfig", "RunResult", "run", "run_stage", "merge_adapter"]
+__all__ = ["PipelineStages", "RunConfig", "RunResult", "merge_adapter", "parse_eval_spec", "run",
+           "run_stage", "stage_config"]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +33,7 @@ from ssb.events import EventCallback, Reporter
 from ssb.journal import atomic_write_json, atomic_write_text, read_jsonl
 from ssb.options import ConfigError, StageConfig, option
 from ssb.secrets import redact
+from ssb.stages.run import PipelineStages, parse_eval_spec, run_stage, stage_config
 
 DEFAULT_ARMS: list[dict[str, Any]] = [
     {"name": "ssb", "loss": "kl=1,ce=0", "teacher": "online", "temperature": 2.0},
@@ -43,7 +43,7 @@ BASE = "base"
 
 
 @dataclass
-class StudyConfig(StageConfig):
+class StudyConfig(PipelineStages, StageConfig):
     """``ssb study``: one curated set, several arms, one paired evaluation."""
 
     COMMAND: ClassVar[str] = "study"
@@ -101,22 +101,12 @@ class StudyConfig(StageConfig):
         if len(set(names)) != len(names) or BASE in names:
             raise ConfigError(f"arm names must be unique and not {BASE!r}: {names}")
         out = Path(self.out)
-        self.curate_config(out / "curate")
+        self.curate_config(self.model, out / "curate")
         for arm in self.arms:
             self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
                                 out / "arms" / arm["name"])
         for spec in self.eval:
-            self.eval_config(spec, None, out / "eval")
-
-    def curate_config(self, out: Path):
-        from ssb.stages.curate import CurateConfig
-
-        values = {"domain": self.domain, "backend": self.backend, "model": self.model,
-                  "out": out, "dataset": self.dataset, "source": self.source,
-                  "split": self.split, "limit": self.limit, "seed": self.seed,
-                  "backend_options": dict(self.backend_options), "force": self.force,
-                  **self.curate}
-        return _build(CurateConfig, values, "curate")
+            self.eval_config(spec, self.model, None, out / "eval")
 
     def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path):
         from ssb.stages.distill.trainer import DistillConfig
@@ -127,28 +117,7 @@ class StudyConfig(StageConfig):
                   **{k: v for k, v in arm.items() if k != "name"}}
         if self.heldout:
             values.setdefault("eval_records", str(heldout))
-        return _build(DistillConfig, values, f"arms.{arm['name']}")
-
-    def eval_config(self, spec: str, adapter: Path | None, out: Path):
-        from ssb.stages.evaluate import EvalConfig
-
-        from ssb.stages.run import parse_eval_spec
-
-        name, source, filters = parse_eval_spec(spec)
-        values = {"dataset": name, "split": self.eval_split, "backend": self.backend,
-                  "model": self.model, "seed": self.seed, "out": out,
-                  "source": source, "filters": filters,
-                  "adapter": str(adapter) if adapter is not None else None,
-                  "limit": self.eval_limit, "force": self.force,
-                  "backend_options": dict(self.backend_options), **self.evaluate}
-        return _build(EvalConfig, values, "evaluate")
-
-
-def _build(cls: type, values: dict[str, Any], table: str):
-    try:
-        return cls.from_mapping(values, where=f"[{table}]")
-    except SsbError as exc:
-        raise ConfigError(f"ssb study: [{table}] {exc}") from None
+        return stage_config(DistillConfig, values, f"arms.{arm['name']}", self.COMMAND)
 
 
 # -- the train / held-out split ------------------------------------------------------------------
@@ -205,7 +174,6 @@ def _seconds(stage_dir: Path) -> float | None:
 def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> StudyResult:
     """Run (or resume) the study in ``config.out``; returns the report and its data."""
     from ssb.stage import StageOutput
-    from ssb.stages.run import parse_eval_spec, run_stage
 
     config = config.validate()
     report = Reporter("study", on_event)
@@ -214,7 +182,7 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
                      seed=config.seed) as stage:
         stage.start_work()
         curate_dir = out / "curate"
-        run_stage("curate", config.curate_config(curate_dir), curate_dir, report,
+        run_stage("curate", config.curate_config(config.model, curate_dir), curate_dir, report,
                   force=config.force)
         train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
         n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
@@ -229,8 +197,8 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
             for arm_name, adapter in [(BASE, None)] + [
                     (a["name"], out / "arms" / a["name"] / "adapter") for a in config.arms]:
                 eval_dir = out / "eval" / name / arm_name
-                run_stage("eval", config.eval_config(spec, adapter, eval_dir), eval_dir, report,
-                          force=config.force)
+                run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir),
+                          eval_dir, report, force=config.force)
         data = build_study(out, config, n_train, n_held)
         atomic_write_json(out / "study.json", redact(data))
         path = write_study_report(out, data)
@@ -241,7 +209,6 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
 def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> dict[str, Any]:
     """study.json: every number the report shows, read back from the stages' own files."""
     from ssb.stages.evaluate import compare_runs
-    from ssb.stages.run import parse_eval_spec
 
     arms = [a["name"] for a in config.arms]
     curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
