@@ -1033,10 +1033,12 @@ def verify_batch(domain: str, items: Sequence[tuple[str, str]], *, workers: int 
     ``workers=None`` (default, auto): the domain's verifier runs in this process on one thread
     per available core, and its sympy steps in as many helper processes.  The cheap checks
     (number and string equality, the complexity guard) stay in-process, where they cost
-    microseconds, while the symbolic work spreads over every core.  Measured on a loaded
-    2-core box (benchmarks/bench_verify.py): math 2.1x and gsm8k 0.9x the in-process rate,
-    where whole-verification helpers (``workers=2``) give math 1.7x but gsm8k 0.1x (the
-    round trip dwarfs a number comparison).
+    microseconds, while the symbolic work spreads over every core.  Measured with
+    benchmarks/bench_verify.py (benchmarks/results/2026-11-28-verify.json, a shared 2-core box
+    at load average 11-13): math costs the same CPU per answer as whole-verification helpers
+    (2.8 ms, i.e. up to ~700 answers/s on 2 idle cores), and GSM8K, decided by a number
+    comparison, runs at 0.9x the in-process rate where ``workers=2`` gives 0.2x (the round
+    trip to a helper dwarfs the comparison).
     ``workers=0``: the verifier runs in this process, one item at a time (its sympy step in a
     helper).
     ``workers=N``: each whole verification runs in one of N helper processes, so a verifier
