@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ssb.commands._common import emit_json, render_events, stage_command
-from ssb.stages.distill.teacher import TeacherLogitsConfig
+from ssb.stages.teacher_logits import TeacherLogitsConfig
 
 DOC = """Store the frozen model's top-k log-probs at every solution token (resumable).
 
@@ -17,7 +17,7 @@ Examples:\n
 
 def register(app: typer.Typer) -> None:
     def handler(config: TeacherLogitsConfig, progress: bool) -> None:
-        from ssb.stages.distill.teacher import teacher_logits
+        from ssb.stages.teacher_logits import teacher_logits
 
         with render_events(progress) as on_event:
             summary = teacher_logits(config, on_event=on_event)
