@@ -162,3 +162,91 @@ class ParityDomain:
         register(make_template("parity", "1", "parity", system="You are a test.",
                                teacher="{question}\nRight: {correct}\nWrong: {wrong}\n"
                                "Write it well."))
+
+
+# -- a small disk ---------------------------------------------------------------------------------
+
+def small_disk_prefix() -> list[str] | None:
+    """An argv prefix under which a command may mount a tmpfs that nobody else sees: a private
+    mount namespace (``unshare -m`` as root, ``unshare -rm`` through a user namespace, or
+    ``sudo -n unshare -m``), or ``None`` where this machine allows none of them."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("unshare") is None:
+        return None
+    candidates = [["unshare", "-m"]] if os.geteuid() == 0 else [["unshare", "-rm"]]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        candidates.append(["sudo", "-n", "unshare", "-m"])
+    probe = "d=$(mktemp -d) && mount -t tmpfs -o size=64k ssb-probe \"$d\" && umount \"$d\"; " \
+            "rc=$?; rmdir \"$d\"; exit $rc"
+    for prefix in candidates:
+        try:
+            if subprocess.run([*prefix, "sh", "-c", probe], capture_output=True,
+                              timeout=30).returncode == 0:
+                return prefix
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+    return None
+
+
+def run_on_small_disk(mountpoint: str | Path, steps: "list[tuple[int, list[str]]]", *,
+                      side: str | Path, env: "dict[str, str] | None" = None,
+                      timeout: float = 900) -> "list[dict]":
+    """Run commands with ``mountpoint`` on a real, nearly full filesystem: a tmpfs of the given
+    size (KiB) in a private mount namespace (:func:`small_disk_prefix`), resized before each step
+    (the same files stay: "free some space, rerun").  Writes fail with the kernel's own ENOSPC,
+    no fault injection.  The tmpfs vanishes with the namespace, so after each step its files are
+    copied to ``side/step<i>``; returns ``[{"rc", "stdout", "stderr", "files": Path}, ...]``.
+    Raises ``RuntimeError`` where no namespace is available (callers skip)."""
+    import os
+    import shlex
+    import signal
+    import subprocess
+
+    prefix = small_disk_prefix()
+    if prefix is None:
+        raise RuntimeError("no private mount namespace here (needs root, unprivileged user "
+                           "namespaces or passwordless sudo) to mount a small tmpfs")
+    mountpoint, side = Path(mountpoint), Path(side)
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    side.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ if env is None else env)
+    lines = ["set -u"]
+    lines += [f"export {k}={shlex.quote(v)}" for k, v in env.items()
+              if k.replace("_", "").isalnum() and not k[0].isdigit()]
+    mp = shlex.quote(str(mountpoint))
+    for i, (size_kib, argv) in enumerate(steps):
+        opts = f"size={int(size_kib)}k"
+        lines.append(f"mount -t tmpfs -o {opts} ssb-small-disk {mp} || exit 97" if i == 0
+                     else f"mount -o remount,{opts} {mp} || exit 97")
+        out = side / f"step{i}"
+        lines.append(f"mkdir -p {shlex.quote(str(out))}")
+        lines.append(f"{shlex.join(argv)} > {shlex.quote(str(side / f'step{i}.out'))} "
+                     f"2> {shlex.quote(str(side / f'step{i}.err'))}; "
+                     f"echo $? > {shlex.quote(str(side / f'step{i}.rc'))}")
+        lines.append(f"cp -a {mp}/. {shlex.quote(str(out))}/")
+    if prefix[0] == "sudo":  # give the copies back to the user running the test
+        lines.append(f"chown -R {os.getuid()}:{os.getgid()} {shlex.quote(str(side))}")
+    proc = subprocess.Popen([*prefix, "bash", "-c", "\n".join(lines)], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    if proc.returncode == 97:
+        raise RuntimeError(f"could not mount a tmpfs at {mountpoint}: {err.strip()}")
+    results = []
+    for i in range(len(steps)):
+        rc_file = side / f"step{i}.rc"
+        results.append({
+            "rc": int(rc_file.read_text()) if rc_file.exists() else None,
+            "stdout": (side / f"step{i}.out").read_text(errors="replace")
+            if (side / f"step{i}.out").exists() else "",
+            "stderr": (side / f"step{i}.err").read_text(errors="replace")
+            if (side / f"step{i}.err").exists() else "",
+            "files": side / f"step{i}"})
+    return results
