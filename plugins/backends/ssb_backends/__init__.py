@@ -45,7 +45,11 @@ _BACKENDS: dict[str, dict[str, Any]] = {
                  O("n_ctx", int, 4096, "context window per sequence"),
                  O("n_gpu_layers", int, 0, "layers offloaded to the GPU", volatile=True),
                  O("n_batch", int, 512, "prompt tokens per decode call", volatile=True),
-                 O("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter"))),
+                 O("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter"),
+                 # Not volatile: above 3 rows llama.cpp uses other kernels (float rounding), so
+                 # a resumed run keeps it to reproduce its texts exactly.
+                 O("n_parallel", int, 8, "sequences decoded together per llama_decode "
+                   "(1: one at a time)"))),
     "openai": dict(
         module="ssb_backends.openai_compat",
         description="an OpenAI-compatible server (vllm serve, SGLang, llama_cpp.server, ...)",

@@ -40,28 +40,6 @@ from ssb_backends.common import (check_conversations, check_options, check_param
 
 OPTIONS = ("n_threads", "n_ctx", "n_gpu_layers", "n_batch", "lora_scale", "n_parallel")
 
-# (name, type, default, help, volatile): the -B options, for the factory's typed declaration
-# (see option_specs).  n_parallel is not volatile: above 3 it changes float rounding, so a
-# resumed run must keep it to reproduce its texts exactly.
-OPTION_TABLE = (
-    ("n_threads", int, None, "CPU threads (default: llama.cpp's choice)", True),
-    ("n_ctx", int, 4096, "context window per sequence (prompt + new tokens)", False),
-    ("n_gpu_layers", int, 0, "layers offloaded to the GPU", False),
-    ("n_batch", int, 512, "prompt tokens per llama_decode call", False),
-    ("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter", False),
-    ("n_parallel", int, 8, "sequences decoded together (1: one at a time)", False),
-)
-
-
-def option_specs():
-    """The options as :class:`ssb.types.BackendOption` s (imported lazily: the factory's typed
-    option schema is newer than this module)."""
-    from ssb.types import BackendOption
-
-    return tuple(BackendOption(name=n, type=t, default=d, help=h, volatile=v)
-                 for n, t, d, h, v in OPTION_TABLE)
-
-
 class LlamaCppBackend:
     name = "llama.cpp"
 
