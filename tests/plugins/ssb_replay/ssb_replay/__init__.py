@@ -120,6 +120,7 @@ _INNER_OPTIONS = (  # passed through to the wrapped backend (llama.cpp when reco
     BackendOption("n_threads", int, None, "inner backend threads", volatile=True),
     BackendOption("n_ctx", int, None, "inner backend context"),
     BackendOption("n_batch", int, None, "inner backend batch", volatile=True),
+    BackendOption("n_parallel", int, None, "inner backend sequences per decode"),
 )
 
 
