@@ -11,6 +11,7 @@ command.  The measured share goes into docs/reliability.md (``python scripts/pro
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "probe_bad_inputs.py"
@@ -19,6 +20,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "probe_bad_inputs.py"
 def _probe():
     spec = importlib.util.spec_from_file_location("probe_bad_inputs", SCRIPT)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     assert spec.loader is not None
     spec.loader.exec_module(module)
     return module

@@ -23,7 +23,7 @@ RECORDING = Path(__file__).resolve().parent.parent / "data" / "recorded_rollouts
 LINE = re.compile(r"^\[curate\] (\d+)/8 \(\d+%\) [\d.]+/s( ETA \d+:\d\d)? elapsed \d+:\d\d"
                   r"( done)? \| kept \d+ .*$")
 INTERVAL = 0.5
-DELAY = 2.0
+DELAY = 3.0
 
 
 def test_progress_lines_keep_coming_without_a_terminal(replay_plugin, tmp_path):
