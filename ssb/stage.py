@@ -77,6 +77,7 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 def write_manifest(out_dir: str | Path, data: dict[str, Any]) -> None:
     atomic_write_json(Path(out_dir) / MANIFEST, redact(data))
+    make_readable(Path(out_dir) / MANIFEST)  # mkstemp made it 0600; secrets never reach it
 
 
 def identity_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
