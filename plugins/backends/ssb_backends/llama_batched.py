@@ -69,6 +69,8 @@ class BatchedDecoder:
 
     ``n_ctx`` is per slot: a rollout's prompt plus its new tokens must fit in it (new tokens are
     capped there with finish reason "length", as ``create_completion`` caps ``max_tokens``).
+    llama.cpp rounds a sequence's context up to a multiple of 256, for the one-sequence context
+    as for these slots; the cap is the rounded size, as in ``create_completion``.
     """
 
     def __init__(self, llm, *, n_parallel: int, n_ctx: int, n_threads: int | None = None,
@@ -78,12 +80,12 @@ class BatchedDecoder:
 
         self._llama_cpp = llama_cpp
         self.n_parallel = int(n_parallel)
-        self.n_ctx = int(n_ctx)
+        per_slot = -(-int(n_ctx) // 256) * 256  # what llama.cpp would round it to anyway
         model = llm._model
         # Start from the backend context's own parameters (rope, KV types, flash attention,
         # threads...) so a slot computes exactly what the one-sequence context computes.
         params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-        params.n_ctx = self.n_parallel * self.n_ctx
+        params.n_ctx = self.n_parallel * per_slot
         params.n_seq_max = self.n_parallel
         params.kv_unified = False  # one KV stream per slot: a slot attends over its cells only
         # Prompts are evaluated in the chunks ``Llama.eval`` uses (n_batch, split by n_ubatch);
@@ -101,6 +103,7 @@ class BatchedDecoder:
                 scales = (ctypes.c_float * 1)(float(lora_scale))
                 if llama_cpp.llama_set_adapters_lora(self._ctx.ctx, adapters, 1, scales):
                     raise RuntimeError("llama_set_adapters_lora failed on the batched context")
+            self.n_ctx = min(int(llama_cpp.llama_n_ctx_seq(self._ctx.ctx)), int(llm.n_ctx()))
             self._mem = llama_cpp.llama_get_memory(self._ctx.ctx)
             if self._mem is None:
                 raise RuntimeError("the batched llama.cpp context has no KV memory")
