@@ -1,24 +1,26 @@
-"""Rollout throughput: transformers batched vs the reference one-rollout-at-a-time loop vs llama.cpp.
+"""Rollout throughput of the llama.cpp backend: batched decoding vs one sequence at a time.
 
-The same GSM8K questions (math-tutor system prompt, through the model's chat template), the same
-model (the embedded small model by default: llama.cpp reads the GGUF, transformers reads its
-cached HF conversion), the same sampling settings, all measured in one run:
+* ours: the ssb llama.cpp backend at its defaults (``n_parallel`` sequences advanced by every
+  ``llama_decode`` call, see ``ssb_backends.llama_batched``);
+* baseline: a plain loop written here, one ``Llama.create_completion`` per rollout (prompt
+  reused from llama-cpp-python's KV prefix cache), on the very same loaded model, with the same
+  threads, chat template, sampling settings and per-rollout seeds.
 
-- ``transformers-batched``: the ssb transformers backend (left-padded batches, n samples per
-  prompt via ``num_return_sequences``);
-- ``reference-loop``: what the reference implementation does, HF ``generate`` called once per
-  rollout (batch of one), on the very same loaded model;
-- ``llama.cpp``: the ssb llama.cpp backend (one sequence at a time, prompt shared by n samples).
+Aggregate rollout tokens/s (completion tokens of all rollouts / wall seconds) on GSM8K questions
+with the math-tutor system prompt, temperature 0.8, top_p 0.95, the embedded small model.
+Two workloads: curate-like (several problems x n samples) and ``ssb generate -n 8`` (one prompt,
+8 samples: every rollout starts together, so the batch drains at the end).  The two methods run
+ABBA (ours, baseline on the first half of the problems, then baseline, ours on the second) so
+that a neighbour's load drifting during the run hits both.  Model load is excluded.  The note
+says how many rollouts produced exactly the baseline's text (same seeds: they differ only where
+batched float rounding flips a near-tie) and the load average around the measurement.
 
-Model load time is reported separately and excluded from the rates.  The default run is small
-(4 prompts x 2 samples x 32 tokens); scale up with ``--prompts``, ``--n``, ``--max-tokens``.
-
-    .venv/bin/python benchmarks/bench_generation.py [--prompts 8 --n 4 --max-tokens 128]
+    .venv/bin/python benchmarks/bench_generation.py [--quick]
+    .venv/bin/python -m benchmarks generation [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -35,6 +37,12 @@ FALLBACK = [
     "How much did she earn?",
 ]
 
+NAME = "generation"
+DESCRIPTION = ("llama.cpp rollout tokens/s: batched decoding (the backend's default) vs a plain "
+               "one-at-a-time create_completion loop, same model, threads and sampling")
+
+THREADS = int(os.environ.get("SSB_BENCH_THREADS", os.cpu_count() or 2))
+
 
 def questions(k: int) -> list[str]:
     if GSM8K.is_file():
@@ -48,106 +56,105 @@ def questions(k: int) -> list[str]:
     return [FALLBACK[i % len(FALLBACK)] for i in range(k)]
 
 
-def reference_loop(backend, conversations, params) -> tuple[int, int]:
-    """HF ``generate`` once per rollout, as the reference implementation does."""
-    import torch
-    from transformers import GenerationConfig
+def plain_loop(backend, conversations, params) -> list[list[tuple[str, int]]]:
+    """One ``create_completion`` per rollout on the backend's own ``Llama``: the plain
+    one-sequence-at-a-time loop, with the backend's prompts, stop strings and seeds."""
+    from ssb_backends.common import conversation_key, derive_seed
 
-    tok, model = backend.tokenizer, backend.model
-    sample = params.temperature > 0
-    cfg = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=sample,
-                           temperature=params.temperature if sample else 1.0,
-                           top_p=params.top_p if sample else 1.0, top_k=0, typical_p=1.0,
-                           eos_token_id=backend.eos_ids, pad_token_id=backend.pad_id,
-                           repetition_penalty=1.0)
-    completions = tokens = 0
-    torch.manual_seed(params.seed)
-    for conv in conversations:
-        text = tok.apply_chat_template(conv, tokenize=False, add_generation_prompt=True)
-        ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
-        for _ in range(params.n):
-            with torch.inference_mode():
-                out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                     generation_config=cfg)
-            new = out[0, ids.shape[1]:].tolist()
-            end = next((i for i, t in enumerate(new) if t in backend.eos_ids), len(new))
-            completions += 1
-            tokens += end
-    return completions, tokens
+    llm = backend.llm
+    out = []
+    for i, conv in enumerate(conversations):
+        prompt, stop, criteria = backend._prompt(conv, params, i)
+        key = conversation_key(conv)
+        per = []
+        for j in range(params.n):
+            res = llm.create_completion(
+                prompt=prompt, temperature=params.temperature, top_p=params.top_p,
+                top_k=params.top_k, min_p=0.0, typical_p=1.0, repeat_penalty=1.0,
+                presence_penalty=0.0, frequency_penalty=0.0, max_tokens=params.max_new_tokens,
+                stop=stop or None, stopping_criteria=criteria,
+                seed=derive_seed(params.seed, key, j))
+            per.append((res["choices"][0]["text"], int(res["usage"]["completion_tokens"])))
+        out.append(per)
+    return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="default", help=".gguf file or 'default' (the embedded "
-                    "small model); transformers uses its cached HF conversion")
-    ap.add_argument("--prompts", type=int, default=4)
-    ap.add_argument("--n", type=int, default=2, help="samples per prompt")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--batch-size", type=int, default=8, help="transformers sequences per batch")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--skip", action="append", default=[],
-                    choices=["transformers-batched", "reference-loop", "llama.cpp"])
-    args = ap.parse_args()
+def _ours(backend, conversations, params) -> list[list[tuple[str, int]]]:
+    return [[(c.text, c.num_tokens) for c in per]
+            for per in backend.generate(conversations, params)]
 
-    import torch
 
+def measure(backend, conversations, params) -> dict:
+    """ABBA over two halves of ``conversations``: tokens, seconds and texts per method."""
+    half = max(1, len(conversations) // 2)
+    parts = [conversations[:half], conversations[half:]] if len(conversations) > 1 \
+        else [conversations]
+    order = [("ours", 0), ("base", 0), ("base", 1), ("ours", 1)] if len(parts) == 2 \
+        else [("ours", 0), ("base", 0)]
+    acc = {m: {"tokens": 0, "seconds": 0.0, "texts": {}} for m in ("ours", "base")}
+    for method, k in order:
+        fn = _ours if method == "ours" else plain_loop
+        t = time.perf_counter()
+        res = fn(backend, parts[k], params)
+        acc[method]["seconds"] += time.perf_counter() - t
+        acc[method]["tokens"] += sum(n for per in res for _, n in per)
+        acc[method]["texts"][k] = [text for per in res for text, _ in per]
+    same = total = 0
+    for k in acc["ours"]["texts"]:
+        a, b = acc["ours"]["texts"][k], acc["base"]["texts"][k]
+        same += sum(x == y for x, y in zip(a, b))
+        total += len(a)
+    return {"ours": acc["ours"], "base": acc["base"], "same": same, "total": total}
+
+
+def run(quick: bool) -> list[dict]:
     from ssb.models import resolve
     from ssb.plugins import get_registry
     from ssb.prompts import MATH_TUTOR_SYSTEM
     from ssb.records import SamplingParams
 
-    torch.set_num_threads(args.threads)
-    ref = resolve(args.model)
-    if not ref.is_gguf:
-        sys.exit("--model must be a .gguf (llama.cpp runs it; transformers converts it)")
-    convs = [[{"role": "system", "content": MATH_TUTOR_SYSTEM}, {"role": "user", "content": q}]
-             for q in questions(args.prompts)]
-    params = SamplingParams(n=args.n, temperature=args.temperature, top_p=0.95,
-                            max_new_tokens=args.max_tokens, seed=args.seed)
-    reg = get_registry()
-    rows = []  # (engine, completions, tokens, seconds, load seconds)
-
-    if not {"transformers-batched", "reference-loop"} <= set(args.skip):
-        t = time.perf_counter()
-        hf = reg.backend("transformers").create(ref.location, device="cpu", dtype="float32",
-                                                batch_size=args.batch_size)
-        load = time.perf_counter() - t
-        if "transformers-batched" not in args.skip:
-            t = time.perf_counter()
-            res = hf.generate(convs, params)
-            rows.append(("transformers-batched", sum(map(len, res)),
-                         sum(c.num_tokens for per in res for c in per),
-                         time.perf_counter() - t, load))
-        if "reference-loop" not in args.skip:
-            t = time.perf_counter()
-            done, toks = reference_loop(hf, convs, params)
-            rows.append(("reference-loop", done, toks, time.perf_counter() - t, load))
-        hf.close()
-    if "llama.cpp" not in args.skip:
-        t = time.perf_counter()
-        lc = reg.backend("llama.cpp").create(ref.location, n_threads=args.threads, n_ctx=2048)
-        load = time.perf_counter() - t
-        t = time.perf_counter()
-        res = lc.generate(convs, params)
-        rows.append(("llama.cpp", sum(map(len, res)),
-                     sum(c.num_tokens for per in res for c in per), time.perf_counter() - t, load))
-        lc.close()
-
-    base = next((r for r in rows if r[0] == "reference-loop"), None)
-    print(f"\n{args.prompts} prompts x n={args.n}, max {args.max_tokens} new tokens, "
-          f"T={args.temperature}, {args.threads} threads, model {Path(ref.location).name}\n")
-    header = (f"{'engine':<22}{'compl.':>7}{'tokens':>8}{'gen s':>9}{'load s':>8}"
-              f"{'compl/s':>9}{'tok/s':>8}{'tok/s vs ref':>14}")
-    print(header)
-    print("-" * len(header))
-    for name, done, toks, secs, load in rows:
-        rate = toks / secs if secs else float("nan")
-        ratio = f"{rate / (base[2] / base[3]):.2f}x" if base and base[2] else "-"
-        print(f"{name:<22}{done:>7}{toks:>8}{secs:>9.1f}{load:>8.1f}{done / secs:>9.3f}"
-              f"{rate:>8.1f}{ratio:>14}")
+    ref = resolve("default")
+    max_tokens = 96 if quick else 256
+    workloads = [
+        # (label, prompts, samples per prompt)
+        ("curate-like", 4 if quick else 8, 4),
+        ("generate -n 8", 1, 8),
+    ]
+    backend = get_registry().backend("llama.cpp").create(ref.location, n_threads=THREADS,
+                                                          n_ctx=2048)
+    rows = []
+    try:
+        qs = questions(max(p for _, p, _ in workloads))
+        for label, n_prompts, n in workloads:
+            convs = [[{"role": "system", "content": MATH_TUTOR_SYSTEM},
+                      {"role": "user", "content": q}] for q in qs[:n_prompts]]
+            params = SamplingParams(n=n, temperature=0.8, top_p=0.95,
+                                    max_new_tokens=max_tokens, seed=0)
+            load_before = os.getloadavg()
+            m = measure(backend, convs, params)
+            load_after = os.getloadavg()
+            ours = m["ours"]["tokens"] / m["ours"]["seconds"]
+            base = m["base"]["tokens"] / m["base"]["seconds"]
+            rows.append({
+                "metric": f"rollout tokens/s, {label} ({n_prompts} prompt(s) x {n} samples)",
+                "ours": ours, "baseline": base, "ratio": ours / base,
+                "unit": "tok/s", "higher_is_better": True, "target": 2 * base,
+                "note": (f"ours: n_parallel={backend.n_parallel}, {m['ours']['tokens']} tokens "
+                         f"in {m['ours']['seconds']:.1f} s; baseline: create_completion per "
+                         f"rollout, {m['base']['tokens']} tokens in "
+                         f"{m['base']['seconds']:.1f} s; max {max_tokens} new tokens, T=0.8, "
+                         f"top_p=0.95, {THREADS} threads; {m['same']}/{m['total']} rollouts "
+                         f"with the baseline's exact text; load average (1/5/15 min) "
+                         f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
+                         f"{'/'.join(f'{x:.2f}' for x in load_after)} after"),
+            })
+    finally:
+        backend.close()
+    return rows
 
 
 if __name__ == "__main__":
-    main()
+    sys.path.insert(0, str(REPO))
+    from benchmarks.harness import standalone
+
+    sys.exit(standalone(sys.modules[__name__]))

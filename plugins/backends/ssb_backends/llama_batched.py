@@ -12,7 +12,9 @@ llama-cpp-python's low-level API (``llama_batch``, ``llama_decode``, per-sequenc
   one-at-a-time path does), or copied from a slot that still holds the same prompt, so the n
   samples of a conversation share one prompt evaluation;
 * every step decodes one token for every slot in one call, then samples each slot's next token
-  with its own sampler chain, seeded per rollout by the caller.
+  with its own sampler chain, seeded per rollout by the caller.  Sampling the full vocabulary
+  costs ~2 ms a token here, so the slots' draws run on ``n_threads`` threads (the C calls
+  release the GIL; each chain only reads its row's logits); the cores are idle between decodes.
 
 Why every step has a row for *every* slot (idle ones decode a throwaway token that is removed
 again): llama.cpp's CPU kernels compute a row differently depending on how many rows the ubatch
@@ -27,7 +29,9 @@ build; ``tests/test_backend_llama_batched.py`` checks it.)
 from __future__ import annotations
 
 import ctypes
+import os
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -115,7 +119,14 @@ class BatchedDecoder:
             raise
         self._model = model
         self._vocab = model.vocab
+        threads = int(n_threads) if n_threads is not None else (os.cpu_count() or 1)
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ssb-sample") \
+            if threads > 1 and self.n_parallel > 1 else None
         self._n_vocab = model.n_vocab()
+        self._candidates: dict[int, object] = {}  # slot -> its llama_token_data buffer
+        import numpy as np
+
+        self._ids = np.arange(self._n_vocab, dtype=np.int32)
         self._pieces: dict[int, bytes] = {}
         self._piece_buf = ctypes.create_string_buffer(256)
         self._slots = [_Slot() for _ in range(self.n_parallel)]
@@ -139,12 +150,9 @@ class BatchedDecoder:
                 if all(slot.rollout is None for slot in slots):
                     return
                 self._step()
-                for slot in slots:
+                active = [slot for slot in slots if slot.rollout is not None]
+                for slot, token in zip(active, self._sample(active)):
                     r = slot.rollout
-                    if r is None:
-                        continue
-                    token = self._llama_cpp.llama_sampler_sample(slot.sampler, self._ctx.ctx,
-                                                                 slot.row)
                     if self._accept(slot, r, token):
                         self._finish(slot)
                         if on_finish is not None:
@@ -158,6 +166,10 @@ class BatchedDecoder:
             raise
 
     def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
+            self._pool = None
         for slot in getattr(self, "_slots", []):
             self._release(slot)
         for name in ("_batch", "_ctx"):
@@ -235,6 +247,46 @@ class BatchedDecoder:
                 lc.llama_memory_seq_rm(self._mem, s, int(b.pos[s]), -1)
             else:
                 slot.pos += 1
+
+    def _sample(self, active: list[_Slot]) -> list[int]:
+        """Each active slot's next token from its row's logits, with its own sampler chain."""
+        lc, ctx = self._llama_cpp, self._ctx.ctx
+        if self._pool is None or len(active) < 2:
+            return [lc.llama_sampler_sample(slot.sampler, ctx, slot.row) for slot in active]
+        import numpy as np
+
+        # llama_get_logits_ith synchronizes the context and puts the output rows in batch
+        # order: done here, once per row, before any thread reads them.
+        rows = [np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, slot.row),
+                                      shape=(self._n_vocab,)) for slot in active]
+        bufs = [self._buffer(self._slots.index(slot)) for slot in active]
+        return list(self._pool.map(self._draw, [slot.sampler for slot in active], rows, bufs))
+
+    def _buffer(self, s: int):
+        buf = self._candidates.get(s)
+        if buf is None:
+            import numpy as np
+
+            buf = np.zeros(self._n_vocab, dtype=[("id", "<i4"), ("logit", "<f4"), ("p", "<f4")])
+            self._candidates[s] = buf
+        return buf
+
+    def _draw(self, chain, logits, buf) -> int:
+        """What ``llama_sampler_sample`` does, on a buffer of our own: candidates
+        {id, logit, p=0} for the whole vocabulary, unsorted; apply the chain; accept."""
+        lc = self._llama_cpp
+        buf["id"] = self._ids
+        buf["logit"] = logits
+        buf["p"] = 0.0
+        arr = lc.llama_token_data_array(
+            data=buf.ctypes.data_as(lc.llama_token_data_p), size=self._n_vocab, selected=-1,
+            sorted=False)
+        lc.llama_sampler_apply(chain, ctypes.byref(arr))
+        if not 0 <= arr.selected < arr.size:
+            raise RuntimeError("llama.cpp sampler selected no token")
+        token = int(arr.data[arr.selected].id)
+        lc.llama_sampler_accept(chain, token)
+        return token
 
     def _accept(self, slot: _Slot, r: Rollout, token: int) -> bool:
         """Record a sampled token; True when the rollout is finished.
