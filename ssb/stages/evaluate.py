@@ -35,7 +35,7 @@ COMMAND = "eval"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
-ADAPTER_GGUF = "adapter.gguf"
+EXPORTED_ADAPTER_FILE = "adapter.gguf"  # where a peft adapter is exported for a GGUF-only backend
 
 SAMPLED_TEMPERATURE = 0.6  # default when --samples > 1
 SAMPLED_TOP_P = 0.95
@@ -212,7 +212,7 @@ def _resolve_adapter(config: EvalConfig, out: Path,
         if ADAPTER_PEFT not in factory.adapter_formats:
             if ADAPTER_GGUF not in factory.adapter_formats:
                 raise SsbError(f"backend {factory.name!r} loads no LoRA adapters")
-            gguf = ensure_gguf_adapter(path, out / ADAPTER_GGUF, base=config.model)
+            gguf = ensure_gguf_adapter(path, out / EXPORTED_ADAPTER_FILE, base=config.model)
             info["adapter_gguf"] = str(gguf)
             return str(gguf), info
     elif path.is_file():

@@ -272,6 +272,11 @@ class RunResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _has_records(path: Path) -> bool:
+    with path.open(encoding="utf-8") as fh:
+        return any(line.strip() for line in fh)
+
+
 def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResult:
     """Run the pipeline into ``config.out`` (resumable); returns where the report is."""
     from ssb.stage import StageOutput
@@ -292,6 +297,12 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
             curated, distilled = rdir / "curate", rdir / "distill"
             run_stage("curate", config.curate_config(round_model, curated), curated, report,
                       force=config.force)
+            if r > 1 and not _has_records(curated / "curated.jsonl"):
+                # The round-(r-1) student left nothing to learn from (every problem all-right,
+                # all-wrong or teacher-wrong): that student is the result, not an error.
+                report.log(f"round {r} curated no problems; the round-{r - 1} student is final",
+                           round=r, stopped=True)
+                break
             run_stage("distill", config.distill_config(distill_base if r == 1 else round_model,
                                                        curated, distilled),
                       distilled, report, force=config.force, launcher=config.launcher)
