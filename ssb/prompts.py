@@ -35,12 +35,39 @@ TEACHER_TEMPLATE = (
 )
 
 
+# Version 2 of the hinted prompt, chosen on the arithmetic dev split with the embedded 0.5B model
+# (docs/study-teacher.md has every variant tried and its numbers).  What that model does with a
+# hinted prompt is mostly re-type one of the two attempts -- the first one shown, more often than
+# not -- so the correct attempt comes first, right after the problem, and the task asks plainly
+# for the correct solution rewritten with its own calculations.  Plain labels instead of "###"
+# headers (v1's replies often re-typed the whole prompt, headers and wrong attempt included, and
+# ran out of tokens); no request to discuss the pitfall (v1's replies then wrote about
+# "Attempt A", which the student never sees, and boxed a wrong number while doing so).  The
+# correct attempt's answer is not restated: a variant that stated it got replies such as
+# "The correct solution is: \boxed{13}", which verify but teach nothing.
+TEACHER_TEMPLATE_V2 = (
+    "Problem:\n{question}\n\n"
+    "Correct solution (its final answer is right):\n{correct}\n\n"
+    "Wrong solution (its final answer is wrong, do not follow it):\n{wrong}\n\n"
+    "Rewrite the correct solution in your own words as a clean, step-by-step solution. Keep "
+    "every calculation of the correct solution and its final answer; do not use any number from "
+    "the wrong solution that the correct solution does not have. Write the math in plain text, "
+    "without code. Do not mention the solutions above. End with the final answer inside "
+    "\\boxed{{}}.\n"  # (the trailing newline is part of the text measured)
+)
+
+
 def make_template(name: str, version: str, domain: str, *, system: str = MATH_TUTOR_SYSTEM,
                   student: str = STUDENT_TEMPLATE,
                   teacher: str = TEACHER_TEMPLATE) -> PromptTemplate:
     """A :class:`ssb.types.PromptTemplate` with the default math-tutor texts unless overridden.
 
-    Checks that ``student`` and ``teacher`` format with exactly the fields the stages pass.
+    ``teacher`` defaults to the first hinted text, :data:`TEACHER_TEMPLATE`, so a template
+    registered before version 2 existed keeps its exact text; new templates should pass
+    ``teacher=TEACHER_TEMPLATE_V2`` (what the first-party domains' ``@2`` templates use).  A domain
+    keeps registering every version it shipped, newest first (the first registered is its
+    default), so ``--template NAME@1`` reproduces an older run.  Checks that ``student`` and
+    ``teacher`` format with exactly the fields the stages pass.
     """
     student.format(question="q")
     teacher.format(question="q", correct="c", wrong="w", wrong_detail="d")

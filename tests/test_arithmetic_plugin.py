@@ -13,7 +13,7 @@ def test_registered_like_a_third_party_plugin():
     assert entry["distribution"] == "ssb-plugin-arithmetic"
     assert entry["registers"]["datasets"] == ["arithmetic"]
     assert entry["registers"]["verifiers"] == ["arithmetic"]
-    assert entry["registers"]["prompts"] == ["arithmetic-tutor@1"]
+    assert entry["registers"]["prompts"] == ["arithmetic-tutor@2", "arithmetic-tutor@1"]
 
 
 def test_generation_is_deterministic_and_split_specific():

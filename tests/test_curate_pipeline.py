@@ -22,14 +22,20 @@ RECORDING = DATA / "recorded_rollouts_gsm8k.jsonl"
 RECORDED_PROBLEMS = 8  # the first 8 GSM8K train problems, captured with --seed 0
 ARITH_RECORDING = DATA / "recorded_rollouts_arithmetic.jsonl"
 ARITH_PROBLEMS = 8  # generated train problems 0-7, captured with --seed 0
+# The recordings hold the hinted prompts of the templates they were captured with: replayed runs
+# pin those versions (a newer default template asks different teacher prompts).
+GSM8K_TEMPLATE = "gsm8k-tutor@1"
+ARITH_TEMPLATE = "arithmetic-tutor@1"
 
 
-def check_curated_run(out: Path, domain: str, problems, rollouts: int) -> dict:
-    """Every invariant of a finished curate run in ``out``; returns its stats."""
+def check_curated_run(out: Path, domain: str, problems, rollouts: int,
+                      template_name: str | None = None) -> dict:
+    """Every invariant of a finished curate run in ``out`` (made with the domain's default
+    template, or ``template_name``); returns its stats."""
     from ssb.plugins import get_registry
     from ssb.verification import verify_batch
 
-    template = get_registry().template(domain)
+    template = get_registry().template(domain, template_name)
     by_id = {p.id: p for p in problems}
     records = [CuratedRecord.from_dict(json.loads(line))
                for line in (out / CURATED).read_text(encoding="utf-8").splitlines()]
@@ -120,8 +126,8 @@ def _gsm8k_problems(shared_data: Path, n: int):
 def _replay_args(shared_data: Path, out: Path, recording: Path = RECORDING, *extra: str):
     return ["curate", "--domain", "gsm8k", "--backend", "replay", "--model", str(recording),
             "--source", str(shared_data / "gsm8k" / "train.jsonl"),
-            "--limit", str(RECORDED_PROBLEMS), "--seed", "0", "--no-progress",
-            "--out", str(out), *extra]
+            "--limit", str(RECORDED_PROBLEMS), "--seed", "0", "--template", GSM8K_TEMPLATE,
+            "--no-progress", "--out", str(out), *extra]
 
 
 def test_replayed_pipeline_keeps_every_invariant(replay_plugin, shared_data, tmp_path, ssb_cli):
@@ -129,7 +135,8 @@ def test_replayed_pipeline_keeps_every_invariant(replay_plugin, shared_data, tmp
     code, stdout, err = ssb_cli(*_replay_args(shared_data, out, RECORDING, "--batch-size", "3"))
     assert code == 0, err
     printed = json.loads(stdout.strip().splitlines()[-1])
-    stats = check_curated_run(out, "gsm8k", _gsm8k_problems(shared_data, RECORDED_PROBLEMS), 4)
+    stats = check_curated_run(out, "gsm8k", _gsm8k_problems(shared_data, RECORDED_PROBLEMS), 4,
+                              GSM8K_TEMPLATE)
     assert printed["kept"] == stats["kept"] >= 1
     assert stats["problems_seen"] == RECORDED_PROBLEMS and stats["skipped"]["errors"] == 0
     # Recorded fact: problem 0's hinted solution boxed the right answer but hit --max-tokens;
@@ -154,7 +161,8 @@ def test_requests_are_batched_across_problems(replay_plugin, shared_data):
     backend = registry.backend("replay").create(str(RECORDING))
     problems = _gsm8k_problems(shared_data, RECORDED_PROBLEMS)
     config = CurateConfig(domain="gsm8k", backend="replay", model=str(RECORDING), out=Path("."))
-    entries = process_chunk(problems[:5], backend=backend, template=registry.template("gsm8k"),
+    entries = process_chunk(problems[:5], backend=backend,
+                            template=registry.template("gsm8k", GSM8K_TEMPLATE),
                             config=config, dataset="gsm8k")
     assert [e["id"] for e in entries] == [p.id for p in problems[:5]]
     teacher_calls = sum(e["status"] in ("kept", "teacher_wrong") for e in entries)
@@ -195,7 +203,7 @@ def test_backend_error_is_recorded_counted_and_retried_on_rerun(replay_plugin, s
     assert code == 0, err
     journal = [json.loads(line) for line in (out / JOURNAL).read_text().splitlines()]
     assert len(journal) == RECORDED_PROBLEMS + 1 and journal[-1]["id"] == problems[2].id
-    stats = check_curated_run(out, "gsm8k", problems, 4)
+    stats = check_curated_run(out, "gsm8k", problems, 4, GSM8K_TEMPLATE)
     assert stats["skipped"]["errors"] == 0 and stats["this_run"]["problems"] == 1
 
     # The result equals a run that never failed.
@@ -251,10 +259,11 @@ def test_arithmetic_domain_replayed(replay_plugin, tmp_path, ssb_cli):
     out = tmp_path / "arith"
     code, _, err = ssb_cli("curate", "--domain", "arithmetic", "--backend", "replay",
                            "--model", str(ARITH_RECORDING), "--limit", str(ARITH_PROBLEMS),
-                           "--seed", "0", "--no-progress", "--out", str(out))
+                           "--seed", "0", "--template", ARITH_TEMPLATE, "--no-progress",
+                           "--out", str(out))
     assert code == 0, err
     problems = get_registry().dataset("arithmetic").load(None, "train").problems[:ARITH_PROBLEMS]
-    stats = check_curated_run(out, "arithmetic", problems, 4)
+    stats = check_curated_run(out, "arithmetic", problems, 4, ARITH_TEMPLATE)
     assert stats["problems_seen"] == ARITH_PROBLEMS and stats["skipped"]["errors"] == 0
     # Recorded facts (400 new tokens, see tests/data/README.md): the 0.5B model gets 13/32
     # rollouts right; problem 4 is all correct and problem 0 all wrong; 6 problems reach the
@@ -295,6 +304,7 @@ def test_config_file_supplies_flags_and_flags_win(replay_plugin, shared_data, tm
     config = tmp_path / "curate.toml"
     config.write_text(f'domain = "gsm8k"\nbackend = "replay"\nmodel = "{RECORDING}"\n'
                       f'source = "{shared_data / "gsm8k" / "train.jsonl"}"\n'
+                      f'template = "{GSM8K_TEMPLATE}"\n'
                       '[curate]\nlimit = 2\nbatch-size = 2\nteacher-temperature = 0.4\n'
                       'max-tokens = 333\n')
     out = tmp_path / "run"

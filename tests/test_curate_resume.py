@@ -24,6 +24,7 @@ def _command(shared_data: Path, out: Path, delay: float = 0.2) -> list[str]:
     return [sys.executable, "-m", "ssb", "curate", "--domain", "gsm8k", "--backend", "replay",
             "--model", str(RECORDING), "--source", str(shared_data / "gsm8k" / "train.jsonl"),
             "--limit", str(PROBLEMS), "--seed", "0", "--batch-size", "1", "-B", f"delay={delay}",
+            "--template", "gsm8k-tutor@1",  # the template the recording was captured with
             "--no-progress", "--out", str(out)]
 
 

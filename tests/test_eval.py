@@ -62,7 +62,7 @@ def test_eval_greedy_writes_results_and_summary(tiny_model_dir, tmp_path, ssb_cl
         sum(r["samples"][0]["num_tokens"] for r in rows) / 5)
     settings = summary["settings"]
     assert settings["temperature"] == 0.0 and settings["max_tokens"] == 8
-    assert settings["template"] == "arithmetic-tutor@1" and summary["model"] == str(tiny_model_dir)
+    assert settings["template"] == "arithmetic-tutor@2" and summary["model"] == str(tiny_model_dir)
     assert summary["dataset"] == "arithmetic" and summary["adapter"] is None
     assert json.loads((out / "manifest.json").read_text())["finished"]
 

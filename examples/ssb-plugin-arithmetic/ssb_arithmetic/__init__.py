@@ -13,7 +13,7 @@ from ssb.answers import Extraction, extract_answer, parse_number
 from ssb.dataio import BadField, Row, load_problems, text_field
 from ssb.errors import SsbError
 from ssb.hookspecs import hookimpl
-from ssb.prompts import make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
 from ssb.records import Problem, Verdict
 from ssb.types import DatasetLoader, LoadResult
 
@@ -88,7 +88,10 @@ class ArithmeticVerifier:
                        correct=value is not None and expected is not None and value == expected)
 
 
-TEMPLATE = make_template("arithmetic-tutor", "1", "arithmetic")
+# Version 2 of the hinted prompt is the default (registered first); version 1 stays registered
+# so that `--template arithmetic-tutor@1` reproduces runs made with it (docs/study-teacher.md).
+TEMPLATE = make_template("arithmetic-tutor", "2", "arithmetic", teacher=TEACHER_TEMPLATE_V2)
+TEMPLATE_V1 = make_template("arithmetic-tutor", "1", "arithmetic")
 
 
 @hookimpl
@@ -106,3 +109,4 @@ def register_verifiers(register):
 @hookimpl
 def register_prompts(register):
     register(TEMPLATE)
+    register(TEMPLATE_V1)

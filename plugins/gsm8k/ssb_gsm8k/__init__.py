@@ -13,7 +13,7 @@ from ssb.answers import Extraction, extract_answer, parse_number
 from ssb.dataio import BadField, Row, load_problems, text_field
 from ssb.errors import SsbError
 from ssb.hookspecs import hookimpl
-from ssb.prompts import make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
 from ssb.records import Problem, Verdict
 from ssb.types import DatasetLoader, LoadResult
 from ssb.verification import DEFAULT_TIMEOUT, latex_equal
@@ -86,7 +86,10 @@ class GSM8KVerifier:
         return Verdict(extracted=extracted, correct=verdict.correct, error=verdict.error)
 
 
-TEMPLATE = make_template("gsm8k-tutor", "1", "gsm8k")
+# Version 2 of the hinted prompt is the default (registered first); version 1 stays registered
+# so that `--template gsm8k-tutor@1` reproduces runs made with it (docs/study-teacher.md).
+TEMPLATE = make_template("gsm8k-tutor", "2", "gsm8k", teacher=TEACHER_TEMPLATE_V2)
+TEMPLATE_V1 = make_template("gsm8k-tutor", "1", "gsm8k")
 
 
 @hookimpl
@@ -104,3 +107,4 @@ def register_verifiers(register):
 @hookimpl
 def register_prompts(register):
     register(TEMPLATE)
+    register(TEMPLATE_V1)

@@ -5,13 +5,16 @@ MATH with subject/level filters), the verifier domain ``math`` and the template 
 from __future__ import annotations
 
 from ssb.hookspecs import hookimpl
-from ssb.prompts import make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
 from ssb_math.datasets import LOADERS
 from ssb_math.verifier import MathVerifier
 
 __version__ = "0.1.0"
 
-TEMPLATE = make_template("math-tutor", "1", "math")
+# Version 2 of the hinted prompt is the default (registered first); version 1 stays registered
+# so that `--template math-tutor@1` reproduces runs made with it (docs/study-teacher.md).
+TEMPLATE = make_template("math-tutor", "2", "math", teacher=TEACHER_TEMPLATE_V2)
+TEMPLATE_V1 = make_template("math-tutor", "1", "math")
 
 
 @hookimpl
@@ -28,3 +31,4 @@ def register_verifiers(register):
 @hookimpl
 def register_prompts(register):
     register(TEMPLATE)
+    register(TEMPLATE_V1)
