@@ -14,6 +14,7 @@ stopped.
 Round r > 1 curates and distills with the round r-1 student as the model: its LoRA is merged into
 the weights (``merged/``, an HF directory).  Only backends that load HF directories can do that
 (:attr:`ssb.types.BackendFactory.loads_hf_dirs`); rounds beyond the first are refused otherwise.
+A round r > 1 that curates no problem ends the rounds: the round r-1 student is the result.
 """
 
 from __future__ import annotations
