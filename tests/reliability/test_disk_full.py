@@ -52,7 +52,8 @@ def _curate_argv(out: Path) -> list[str]:
     return [sys.executable, "-m", "ssb", "curate", "--domain", "arithmetic", "--split", "train",
             "--backend", "replay", "--model", str(RECORDING), "--limit", "8", "--seed", "0",
             "--rollouts", "4", "--temperature", "0.8", "--top-k", "50", "--max-tokens", "400",
-            "--batch-size", "2", "--no-progress", "--out", str(out)]
+            "--batch-size", "2", "--no-progress", "--out", str(out),
+            "--template", "arithmetic-tutor@1"]  # the template the recording was captured with
 
 
 def test_curate_on_a_full_disk(replay_plugin, tmp_path):

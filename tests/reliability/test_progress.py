@@ -35,6 +35,7 @@ def test_progress_lines_keep_coming_without_a_terminal(replay_plugin, tmp_path):
          "--backend", "replay", "--model", str(RECORDING), "-B", f"delay={DELAY}",
          "--limit", "8", "--seed", "0", "--rollouts", "4", "--temperature", "0.8",
          "--top-k", "50", "--max-tokens", "400", "--batch-size", "8",
+         "--template", "arithmetic-tutor@1",  # the template the recording was captured with
          "--out", str(tmp_path / "curate")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     received: list[tuple[float, str]] = []
