@@ -7,10 +7,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def write_study(path: Path, model: Path, epochs: int) -> Path:
@@ -123,6 +126,23 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     third = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
     _, stderr3 = third.communicate(timeout=600)
     assert third.returncode == 0 and "[run]" not in stderr3
+
+    # scripts/study_analysis.py reads the same numbers back from the stages' files.
+    analysis_json = tmp_path / "analysis.json"
+    done = subprocess.run([sys.executable, str(REPO / "scripts" / "study_analysis.py"), str(out),
+                           "--json", str(analysis_json)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    analysis = json.loads(analysis_json.read_text())
+    kept = len(curated.read_text().splitlines())
+    assert analysis["curated_targets"]["records"] == kept
+    assert 0 <= analysis["curated_targets"]["near_copies_of_own_correct_rollout"] <= kept
+    for arm, c in zip(("ssb", "sft"), entry["vs_base"]):
+        info = analysis["eval"]["coinflip"][arm]
+        assert info["accuracy"] == pytest.approx(sum(flags[arm].values()) / 8, abs=1e-4)
+        assert len(info["only_this_arm_right"]) == c["b_only"]
+        assert len(info["only_base_right"]) == c["a_only"]
+        assert analysis["heldout"][arm]["kl_start"] == study["arms"][arm]["heldout"][0]["kl"]
 
 
 def test_split_is_seeded_by_record_id_not_file_order(tmp_path):

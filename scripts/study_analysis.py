@@ -1,0 +1,140 @@
+"""Why did an arm win or lose?  The diagnostics of docs/study.md section "Analysis", read from a
+study directory (finished or not; what is missing is skipped).
+
+    .venv/bin/python scripts/study_analysis.py runs/study-arithmetic [--json OUT.json]
+
+* **What the teacher wrote vs what the student already writes.**  For every kept record: the
+  hinted solution's length against the student's own correct rollout, their text similarity
+  (difflib ratio), whether the solution contains code.  If the robust solutions are near-copies
+  of the student's own correct samples, SSB's targets add little beyond rejection sampling, and
+  any difference between ``ssb`` and ``sft`` comes from the soft signal alone.
+* **How far the hint moves the distribution.**  Each arm's held-out KL(teacher || student) and
+  solution CE per token at step 0 (the base model: the hint's whole effect) and at the end.
+* **How each arm answers.**  Per eval set and arm: accuracy, mean response tokens, truncation
+  rate, answers with code, and the problems only the arm (or only the base) got right.
+
+Pure reading: nothing is generated or trained.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+CODE = re.compile(r"```|\bprint\(")
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 4) if values else None
+
+
+def curated_targets(study: Path) -> dict[str, Any]:
+    """The hinted solutions against the student's own correct rollouts."""
+    records = _jsonl(study / "curate" / "curated.jsonl")
+    if not records:
+        return {}
+    similarity, solution_tokens, rollout_tokens = [], [], []
+    near_copies = with_code = rollout_code = 0
+    for r in records:
+        own = r["correct_rollout"]["text"]
+        ratio = difflib.SequenceMatcher(None, own, r["solution"], autojunk=False).ratio()
+        similarity.append(ratio)
+        near_copies += ratio >= 0.9
+        with_code += bool(CODE.search(r["solution"]))
+        rollout_code += bool(CODE.search(own))
+        solution_tokens.append(r["metadata"]["solution_num_tokens"])
+        rollout_tokens.append(r["correct_rollout"]["num_tokens"])
+    n = len(records)
+    return {"records": n,
+            "median_similarity_to_own_correct_rollout": _median(similarity),
+            "near_copies_of_own_correct_rollout": near_copies,
+            "solutions_with_code": with_code, "correct_rollouts_with_code": rollout_code,
+            "median_correct_rollout_tokens": _median(rollout_tokens),
+            "median_solution_tokens": _median(solution_tokens)}
+
+
+def heldout_curves(study: Path) -> dict[str, Any]:
+    out = {}
+    for arm_dir in sorted((study / "arms").glob("*")):
+        rows = _jsonl(arm_dir / "heldout.jsonl")
+        if rows:
+            out[arm_dir.name] = {"points": len(rows),
+                                 "kl_start": rows[0].get("kl"), "kl_end": rows[-1].get("kl"),
+                                 "ce_start": rows[0].get("ce"), "ce_end": rows[-1].get("ce"),
+                                 "step_end": rows[-1].get("step")}
+    return out
+
+
+def eval_behaviour(study: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for dataset_dir in sorted((study / "eval").glob("*")):
+        arms = {}
+        for arm_dir in sorted(dataset_dir.glob("*")):
+            rows = {r["id"]: r for r in _jsonl(arm_dir / "results.jsonl")}
+            if rows:
+                arms[arm_dir.name] = rows
+        if not arms:
+            continue
+        entry: dict[str, Any] = {}
+        base = arms.get("base")
+        for name, rows in arms.items():
+            samples = [r["samples"][0] for r in rows.values()]
+            info: dict[str, Any] = {
+                "problems": len(rows),
+                "accuracy": round(sum(s["correct"] for s in samples) / len(samples), 4),
+                "mean_response_tokens": round(statistics.mean(s["num_tokens"] for s in samples), 1),
+                "truncated": sum(s["finish_reason"] == "length" for s in samples),
+                "with_code": sum(bool(CODE.search(s["text"])) for s in samples),
+            }
+            if base is not None and name != "base":
+                shared = sorted(set(rows) & set(base))
+                info["only_this_arm_right"] = [i for i in shared if rows[i]["samples"][0]["correct"]
+                                               and not base[i]["samples"][0]["correct"]]
+                info["only_base_right"] = [i for i in shared if base[i]["samples"][0]["correct"]
+                                           and not rows[i]["samples"][0]["correct"]]
+            entry[name] = info
+        out[dataset_dir.name] = entry
+    return out
+
+
+def analyse(study: Path) -> dict[str, Any]:
+    return {"study": str(study), "curated_targets": curated_targets(study),
+            "heldout": heldout_curves(study), "eval": eval_behaviour(study)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", type=Path)
+    ap.add_argument("--json", type=Path, help="also write the numbers here")
+    args = ap.parse_args(argv)
+    if not (args.study / "curate").is_dir():
+        print(f"error: {args.study}: not a study directory (no curate/)", file=sys.stderr)
+        return 2
+    data = analyse(args.study)
+    text = json.dumps(data, indent=2)
+    if args.json:
+        args.json.write_text(text + "\n", encoding="utf-8")
+    # The per-problem lists are long: print counts, keep the ids in --json.
+    for entry in data["eval"].values():
+        for info in entry.values():
+            for key in ("only_this_arm_right", "only_base_right"):
+                if key in info:
+                    info[key] = len(info[key])
+    print(json.dumps(data, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
