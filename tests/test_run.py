@@ -88,6 +88,27 @@ def test_run_two_rounds_tree_and_report(tmp_path, tiny_model_dir, coinflip_path)
 
 
 @pytest.mark.slow
+def test_a_round_that_curates_nothing_ends_the_rounds(tmp_path, tiny_model_dir, coinflip_path,
+                                                       monkeypatch):
+    """Round 2 finds every rollout right (the test domain's marker appears with round 1's merged
+    model), keeps nothing: the run ends after round 1, exit 0, and the report says why."""
+    out = tmp_path / "run"
+    monkeypatch.setenv("COINFLIP_ALL_RIGHT_AFTER", str(out / "round1" / "merged" / "config.json"))
+    cfg = write_config(tmp_path / "pipeline.toml", tiny_model_dir, rounds=3, epochs=1)
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-4000:]
+    assert "round 2 curated no problems; the round-1 student is final" in stderr
+    stats = json.loads((out / "round2" / "curate" / "stats.json").read_text())
+    assert stats["kept"] == 0 and stats["skipped"]["all_correct"] == stats["problems_seen"] > 0
+    assert not (out / "round2" / "distill").exists() and not (out / "round3").exists()
+    report = (out / "report.md").read_text()
+    assert "Round 2 curated no problems" in report
+    assert "student (round 1)" in report and "student (round 2)" not in report
+    assert json.loads((out / "manifest.json").read_text())["finished"]
+
+
+@pytest.mark.slow
 def test_run_resumes_after_sigkill_during_distill(tmp_path, tiny_model_dir, coinflip_path):
     out = tmp_path / "run"
     # Enough epochs that distill is still running when its first checkpoint appears (the tiny

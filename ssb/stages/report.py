@@ -60,6 +60,11 @@ def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str
             f"| {_pct(stats.get('rollout_accuracy'))} |"
         )
     lines.append("")
+    stopped = [r for r in rounds if r.get("stopped")]
+    for r in stopped:
+        lines += [f"Round {r['round']} curated no problems, so the rounds ended there: the round "
+                  f"{r['round'] - 1} student is the result.", ""]
+    rounds = [r for r in rounds if not r.get("stopped")]
 
     lines += ["## Training", ""]
     charts: list[dict[str, Any]] = []  # drawn by the CLI (ssb.commands.charts) into plots/

@@ -268,6 +268,10 @@ def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
 
 @dataclass
 class RunResult:
+    """Where the run wrote; ``rounds`` has one entry per round that ran (``round``, ``dir``,
+    ``evals``, ``model``), the last with ``stopped: True`` (and only ``round``, ``dir``) when that
+    round curated nothing and ended the rounds."""
+
     out: Path
     report: Path
     rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -303,6 +307,7 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
                 # all-wrong or teacher-wrong): that student is the result, not an error.
                 report.log(f"round {r} curated no problems; the round-{r - 1} student is final",
                            round=r, stopped=True)
+                rounds.append({"round": r, "dir": rdir, "stopped": True})
                 break
             run_stage("distill", config.distill_config(distill_base if r == 1 else round_model,
                                                        curated, distilled),

@@ -1,6 +1,11 @@
 """Test-only domain for pipeline plumbing with the tiny random model, which never solves real
 problems: a response is "correct" when its length is even. Random text gives a mix of right and
-wrong rollouts, so every stage of SSB (selection, hinted solution, distill, eval) really runs."""
+wrong rollouts, so every stage of SSB (selection, hinted solution, distill, eval) really runs.
+
+``COINFLIP_ALL_RIGHT_AFTER=PATH``: once PATH exists, every response is right (so a later round of
+``ssb run`` finds nothing to keep)."""
+
+import os
 
 from ssb.hookspecs import hookimpl
 from ssb.records import Problem, Verdict
@@ -20,6 +25,9 @@ class ParityVerifier:
         return "even" if len(response) % 2 == 0 else "odd"
 
     def verify(self, response, gold, *, strict=False, timeout=None):
+        marker = os.environ.get("COINFLIP_ALL_RIGHT_AFTER")
+        if marker and os.path.exists(marker):
+            return Verdict(extracted=gold, correct=True)
         extracted = self.extract(response)
         return Verdict(extracted=extracted, correct=extracted == gold)
 
