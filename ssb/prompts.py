@@ -36,7 +36,7 @@ TEACHER_TEMPLATE = (
 
 
 # Version 2 of the hinted prompt, chosen on the arithmetic dev split with the embedded 0.5B model
-# (docs/study-teacher.md has every variant tried and its numbers).  What that model does with a
+# (docs/study-teacher.md has the variants measured and their numbers).  What that model does with a
 # hinted prompt is mostly re-type one of the two attempts -- the first one shown, more often than
 # not -- so the correct attempt comes first, right after the problem, and the task asks plainly
 # for the correct solution rewritten with its own calculations.  Plain labels instead of "###"
