@@ -27,13 +27,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ssb.journal import read_jsonl
+
 CODE = re.compile(r"```|\bprint\(")
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    """The rows of ``path``, or none while the stage that writes it has not run."""
+    return list(read_jsonl(path)) if path.is_file() else []
 
 
 def _median(values: list[float]) -> float | None:

@@ -277,14 +277,11 @@ class RunResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _has_records(path: Path) -> bool:
-    with path.open(encoding="utf-8") as fh:
-        return any(line.strip() for line in fh)
-
-
 def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResult:
     """Run the pipeline into ``config.out`` (resumable); returns where the report is."""
+    from ssb.journal import read_jsonl
     from ssb.stage import StageOutput
+    from ssb.stages.curate import CURATED
     from ssb.stages.report import write_report
 
     config = config.validate()
@@ -302,7 +299,7 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
             curated, distilled = rdir / "curate", rdir / "distill"
             run_stage("curate", config.curate_config(round_model, curated), curated, report,
                       force=config.force)
-            if r > 1 and not _has_records(curated / "curated.jsonl"):
+            if r > 1 and next(read_jsonl(curated / CURATED), None) is None:
                 # The round-(r-1) student left nothing to learn from (every problem all-right,
                 # all-wrong or teacher-wrong): that student is the result, not an error.
                 report.log(f"round {r} curated no problems; the round-{r - 1} student is final",
