@@ -259,7 +259,7 @@ class BatchedDecoder:
         # order: done here, once per row, before any thread reads them.
         rows = [np.ctypeslib.as_array(lc.llama_get_logits_ith(ctx, slot.row),
                                       shape=(self._n_vocab,)) for slot in active]
-        bufs = [self._buffer(self._slots.index(slot)) for slot in active]
+        bufs = [self._buffer(slot.row) for slot in active]  # row s is slot s (see _step)
         return list(self._pool.map(self._draw, [slot.sampler for slot in active], rows, bufs))
 
     def _buffer(self, s: int):
