@@ -83,31 +83,27 @@ def test_bf16_step_hands_bf16_logits_to_fp32_losses(tiny_model_dir):
     assert lora and all(p.dtype == torch.float32 for p in lora)  # peft keeps adapters in fp32
 
 
-def _train(curated, model, out, dtype):
-    from ssb.stages.distill.trainer import DistillConfig, distill
+def distill_config(curated, model, out, dtype):
+    """The small run both bf16-vs-fp32 comparisons train (here and in test_gpu): 4 steps."""
+    from ssb.stages.distill.trainer import DistillConfig
 
-    cfg = DistillConfig(curated=str(curated), model=str(model), out=str(out), lora_r=8,
-                        lora_alpha=16, lora_dropout=0.0, batch_size=2, epochs=2.0, lr=1e-2,
-                        temperature=2.0, loss="kl=1,ce=0.5", save_steps=1000, max_length=512,
-                        dtype=dtype, seed=1)
-    distill(cfg)
-    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    return DistillConfig(curated=str(curated), model=str(model), out=str(out), lora_r=8,
+                         lora_alpha=16, lora_dropout=0.0, batch_size=2, epochs=2.0, lr=1e-2,
+                         temperature=2.0, loss="kl=1,ce=0.5", save_steps=1000, max_length=512,
+                         dtype=dtype, seed=1)
+
+
+def training_outputs(out):
+    """A finished run's logged metrics and its saved adapter tensors."""
     from safetensors.torch import load_file
 
+    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
     return rows, load_file(str(Path(out) / "adapter" / "adapter_model.safetensors"))
 
 
-def test_bf16_training_is_close_to_fp32_training(tiny_model_dir, tmp_path):
-    """Same data, seed and steps (4) in float32 and in bfloat16 (weights bf16, Trainer bf16
-    autocast, fp32 LoRA weights and losses).  Tolerances: the logged loss and its ce part
-    within 1% relative (observed <= 0.012%), the small kl part within 5% (observed <= 0.6%);
-    the adapter within 10% in relative L2 norm (observed 1.7%: AdamW's first steps are nearly
-    sign(g), so entries of tiny gradient move differently)."""
-    curated = write_curated(tmp_path / "curated",
-                            [make_record(i, solution=s) for i, s in enumerate(SOLUTIONS)])
-    rows32, ad32 = _train(curated, tiny_model_dir, tmp_path / "fp32", "float32")
-    rows16, ad16 = _train(curated, tiny_model_dir, tmp_path / "bf16", "bfloat16")
-
+def assert_trains_like_fp32(rows16, ad16, rows32, ad32):
+    """A bf16 run (``rows16``, ``ad16``) against the fp32 run of the same config: the tolerances
+    of test_bf16_training_is_close_to_fp32_training's docstring."""
     assert {v.dtype for v in ad16.values()} == {torch.float32}  # saved in fp32
     assert ad16.keys() == ad32.keys()
     assert [r["step"] for r in rows16] == [r["step"] for r in rows32] == [1, 2, 3, 4]
@@ -124,3 +120,23 @@ def test_bf16_training_is_close_to_fp32_training(tiny_model_dir, tmp_path):
     assert rel < 0.10, rel
     # ... and it is not trivially close: the two runs did not produce the same bits.
     assert rel > 0
+
+
+def _train(curated, model, out, dtype):
+    from ssb.stages.distill.trainer import distill
+
+    distill(distill_config(curated, model, out, dtype))
+    return training_outputs(out)
+
+
+def test_bf16_training_is_close_to_fp32_training(tiny_model_dir, tmp_path):
+    """Same data, seed and steps (4) in float32 and in bfloat16 (weights bf16, Trainer bf16
+    autocast, fp32 LoRA weights and losses).  Tolerances: the logged loss and its ce part
+    within 1% relative (observed <= 0.012%), the small kl part within 5% (observed <= 0.6%);
+    the adapter within 10% in relative L2 norm (observed 1.7%: AdamW's first steps are nearly
+    sign(g), so entries of tiny gradient move differently)."""
+    curated = write_curated(tmp_path / "curated",
+                            [make_record(i, solution=s) for i, s in enumerate(SOLUTIONS)])
+    rows32, ad32 = _train(curated, tiny_model_dir, tmp_path / "fp32", "float32")
+    rows16, ad16 = _train(curated, tiny_model_dir, tmp_path / "bf16", "bfloat16")
+    assert_trains_like_fp32(rows16, ad16, rows32, ad32)

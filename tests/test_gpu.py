@@ -6,7 +6,6 @@ Skipped without a CUDA device (CI has none); run on a lent GPU with ``pytest -m 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -16,27 +15,22 @@ import pytest
 import torch
 
 from test_alignment import make_record, write_curated
-from test_distill_bf16 import SOLUTIONS
+from test_distill_bf16 import (SOLUTIONS, assert_trains_like_fp32, distill_config,
+                               training_outputs)
 
 pytestmark = pytest.mark.gpu  # conftest skips these without a CUDA device
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _distill_config(curated, model, out, dtype):
-    from ssb.stages.distill.trainer import DistillConfig
-
-    return DistillConfig(curated=str(curated), model=str(model), out=str(out), lora_r=8,
-                         lora_alpha=16, lora_dropout=0.0, batch_size=2, epochs=2.0, lr=1e-2,
-                         temperature=2.0, loss="kl=1,ce=0.5", save_steps=1000, max_length=512,
-                         dtype=dtype, seed=1)
-
-
-def _metrics_and_adapter(out):
-    from safetensors.torch import load_file
-
-    rows = [json.loads(x) for x in (Path(out) / "metrics.jsonl").read_text().splitlines()]
-    return rows, load_file(str(Path(out) / "adapter" / "adapter_model.safetensors"))
+@pytest.fixture
+def exact_fp32_matmuls():
+    """TF32 off while the test runs (CUDA fp32 must match the CPU), as it was afterwards."""
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = (getattr(matmul, "allow_tf32", False), cudnn.allow_tf32)
+    matmul.allow_tf32 = cudnn.allow_tf32 = False
+    yield
+    matmul.allow_tf32, cudnn.allow_tf32 = saved
 
 
 def test_bf16_distill_on_cuda_is_close_to_fp32_on_cpu(tiny_model_dir, tmp_path):
@@ -47,14 +41,14 @@ def test_bf16_distill_on_cuda_is_close_to_fp32_on_cpu(tiny_model_dir, tmp_path):
 
     curated = write_curated(tmp_path / "curated",
                             [make_record(i, solution=s) for i, s in enumerate(SOLUTIONS)])
-    gpu = distill(_distill_config(curated, tiny_model_dir, tmp_path / "gpu-run", "auto"))
+    gpu = distill(distill_config(curated, tiny_model_dir, tmp_path / "gpu-run", "auto"))
     assert gpu.summary["device"].startswith("cuda") and gpu.summary["dtype"] == "bfloat16"
 
     cpu_out = tmp_path / "cpu-run"
     code = ("import sys; sys.path.insert(0, sys.argv[1]); "
-            "from test_gpu import _distill_config; "
+            "from test_distill_bf16 import distill_config; "
             "from ssb.stages.distill.trainer import distill; "
-            "r = distill(_distill_config(sys.argv[2], sys.argv[3], sys.argv[4], 'float32')); "
+            "r = distill(distill_config(sys.argv[2], sys.argv[3], sys.argv[4], 'float32')); "
             "assert r.summary['device'] == 'cpu', r.summary['device']")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run([sys.executable, "-c", code, str(REPO / "tests"), str(curated),
@@ -62,26 +56,12 @@ def test_bf16_distill_on_cuda_is_close_to_fp32_on_cpu(tiny_model_dir, tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
-    rows_gpu, ad_gpu = _metrics_and_adapter(tmp_path / "gpu-run")
-    rows_cpu, ad_cpu = _metrics_and_adapter(cpu_out)
-    assert {v.dtype for v in ad_gpu.values()} == {torch.float32}  # saved in fp32
-    assert ad_gpu.keys() == ad_cpu.keys()
-    assert [r["step"] for r in rows_gpu] == [r["step"] for r in rows_cpu] == [1, 2, 3, 4]
-    for rg, rc in zip(rows_gpu, rows_cpu):
-        for key, rel in (("loss", 0.01), ("loss_ce", 0.01), ("loss_kl", 0.05)):
-            assert rg[key] == pytest.approx(rc[key], rel=rel), (key, rg, rc)
-        assert rg["solution_tokens"] == rc["solution_tokens"]
-    assert rows_cpu[-1]["loss"] < rows_cpu[0]["loss"]
-
-    def norm(tensors):
-        return sum(float(t.float().pow(2).sum()) for t in tensors) ** 0.5
-
-    rel = norm(ad_gpu[k] - ad_cpu[k] for k in ad_cpu) / norm(ad_cpu.values())
-    assert 0 < rel < 0.10, rel
+    assert_trains_like_fp32(*training_outputs(tmp_path / "gpu-run"), *training_outputs(cpu_out))
 
 
 @pytest.mark.parametrize("teacher", ["online", "offline"])
-def test_kd_step_loss_and_gradients_agree_across_devices(tiny_model_dir, tmp_path, teacher):
+def test_kd_step_loss_and_gradients_agree_across_devices(tiny_model_dir, tmp_path, teacher,
+                                                         exact_fp32_matmuls):
     """One distill_step on the same LoRA model and batch: CUDA fp32 (TF32 off) equals the CPU
     to 1e-4; CUDA under bf16 autocast with bf16 weights is within 2% in loss and 0.98 in
     gradient cosine.  The offline teacher reads a real top-k store written on the GPU."""
@@ -95,8 +75,6 @@ def test_kd_step_loss_and_gradients_agree_across_devices(tiny_model_dir, tmp_pat
     from ssb.stages.distill.step import LossTerm, distill_step
     from ssb.stages.distill.teacher import TopKStore, build_store
 
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
     tok = load_tokenizer(str(tiny_model_dir))
     records = [make_record(i, solution=s) for i, s in enumerate(SOLUTIONS)]
     examples, _ = align_records(tok, records)
@@ -137,14 +115,13 @@ def test_kd_step_loss_and_gradients_agree_across_devices(tiny_model_dir, tmp_pat
     assert cosine > 0.98, cosine
 
 
-def test_transformers_backend_greedy_on_cuda_matches_cpu(tiny_model_dir):
+def test_transformers_backend_greedy_on_cuda_matches_cpu(tiny_model_dir, exact_fp32_matmuls):
     """The transformers backend on the GPU in fp32 decodes what it decodes on the CPU (greedy,
     TF32 off); in bf16 it runs and returns the requested number of completions."""
     from ssb_backends.transformers import TransformersBackend
 
     from ssb.records import SamplingParams
 
-    torch.backends.cuda.matmul.allow_tf32 = False
     conversations = [[{"role": "user", "content": f"What is {i} + {i}?"}] for i in range(4)]
     params = SamplingParams(temperature=0.0, max_new_tokens=16, n=1, seed=0)
 
