@@ -7,9 +7,13 @@
   threads, chat template, sampling settings and per-rollout seeds.
 
 Aggregate rollout tokens/s (completion tokens of all rollouts / wall seconds) on GSM8K questions
-with the math-tutor system prompt, temperature 0.8, top_p 0.95, the embedded small model.
-Two workloads: curate-like (several problems x n samples) and ``ssb generate -n 8`` (one prompt,
-8 samples: every rollout starts together, so the batch drains at the end).  The two methods run
+with the math-tutor system prompt, the embedded small model.  Two workloads, each with the
+sampling settings ssb uses for it: curate-like (several problems x K samples at ``ssb curate``'s
+defaults, the paper's T=0.8 top-k 50, read from ``CurateConfig``) and ``ssb generate -n 8 -t 0.8``
+(one prompt, 8 samples, generate's default top-p 1 / top-k off: every rollout starts together,
+so the batch drains at the end).  ``--top-p 0.95`` (no top-k) is the costly case: llama.cpp's
+top-p sampler sorts the whole 151,936-token vocabulary for every token, ~5-9 ms here, in both
+methods; ``benchmarks/generation_sweep.py --top-k 0 --top-p 0.95`` measures it.  The two methods run
 ABBA (ours, baseline on the first half of the problems, then baseline, ours on the second) so
 that a neighbour's load drifting during the run hits both.  Model load is excluded.  The note
 says how many rollouts produced exactly the baseline's text (same seeds: they differ only where
@@ -115,21 +119,25 @@ def run(quick: bool) -> list[dict]:
 
     ref = resolve("default")
     max_tokens = 96 if quick else 256
+    from ssb.stages.curate import CurateConfig
+
+    curate = CurateConfig.__dataclass_fields__
+    curate_sampling = {"temperature": curate["temperature"].default,
+                       "top_k": curate["top_k"].default, "top_p": curate["top_p"].default}
     workloads = [
-        # (label, prompts, samples per prompt)
-        ("curate-like", 4 if quick else 8, 4),
-        ("generate -n 8", 1, 8),
+        # (label, prompts, samples per prompt, sampling)
+        ("curate-like", 4 if quick else 8, curate["rollouts"].default, curate_sampling),
+        ("generate -n 8 -t 0.8", 1, 8, {"temperature": 0.8, "top_k": 0, "top_p": 1.0}),
     ]
     backend = get_registry().backend("llama.cpp").create(ref.location, n_threads=THREADS,
                                                           n_ctx=2048)
     rows = []
     try:
-        qs = questions(max(p for _, p, _ in workloads))
-        for label, n_prompts, n in workloads:
+        qs = questions(max(p for _, p, _, _ in workloads))
+        for label, n_prompts, n, sampling in workloads:
             convs = [[{"role": "system", "content": MATH_TUTOR_SYSTEM},
                       {"role": "user", "content": q}] for q in qs[:n_prompts]]
-            params = SamplingParams(n=n, temperature=0.8, top_p=0.95,
-                                    max_new_tokens=max_tokens, seed=0)
+            params = SamplingParams(n=n, max_new_tokens=max_tokens, seed=0, **sampling)
             load_before = os.getloadavg()
             m = measure(backend, convs, params)
             load_after = os.getloadavg()
@@ -142,8 +150,9 @@ def run(quick: bool) -> list[dict]:
                 "note": (f"ours: n_parallel={backend.n_parallel}, {m['ours']['tokens']} tokens "
                          f"in {m['ours']['seconds']:.1f} s; baseline: create_completion per "
                          f"rollout, {m['base']['tokens']} tokens in "
-                         f"{m['base']['seconds']:.1f} s; max {max_tokens} new tokens, T=0.8, "
-                         f"top_p=0.95, {THREADS} threads; {m['same']}/{m['total']} rollouts "
+                         f"{m['base']['seconds']:.1f} s; max {max_tokens} new tokens, "
+                         f"T={params.temperature}, top_k={params.top_k}, top_p={params.top_p}, "
+                         f"{THREADS} threads; {m['same']}/{m['total']} rollouts "
                          f"with the baseline's exact text; load average (1/5/15 min) "
                          f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
                          f"{'/'.join(f'{x:.2f}' for x in load_after)} after"),

@@ -2,13 +2,14 @@
 paying on this machine.
 
 The same workload for every setting: P prompts x n samples (GSM8K questions, math-tutor system
-prompt, T 0.8, top-p 0.95, seeded), ``max`` new tokens, the embedded small model, the same
-threads.  ``n_parallel=1`` is the backend's one-at-a-time path (``create_completion`` per
+prompt, seeded; sampling ``ssb curate``'s default T 0.8 top-k 50 unless given), ``max`` new
+tokens, the embedded small model, the same threads.  ``n_parallel=1`` is the backend's one-at-a-time path (``create_completion`` per
 rollout, prompt reused from the KV cache): the baseline of ``bench_generation``.  Each setting
 loads the model afresh (excluded from the time) and runs alone; the load average is printed.
 
     .venv/bin/python benchmarks/generation_sweep.py [--parallel 1,4,8,16,32] [--prompts 8]
-        [--samples 4] [--max-tokens 128] [--json PATH]
+        [--samples 4] [--max-tokens 128] [--temperature 0.8] [--top-k 50] [--top-p 1.0]
+        [--json PATH]
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-tokens", type=int, default=128)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top-k", type=int, default=50, help="0 = off")
+    ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -44,8 +48,8 @@ def main(argv=None) -> int:
     ref = resolve("default")
     convs = [[{"role": "system", "content": MATH_TUTOR_SYSTEM}, {"role": "user", "content": q}]
              for q in questions(args.prompts)]
-    params = SamplingParams(n=args.samples, temperature=0.8, top_p=0.95,
-                            max_new_tokens=args.max_tokens, seed=0)
+    params = SamplingParams(n=args.samples, temperature=args.temperature, top_k=args.top_k,
+                            top_p=args.top_p, max_new_tokens=args.max_tokens, seed=0)
     rows = []
     for p in [int(x) for x in args.parallel.split(",")]:
         backend = get_registry().backend("llama.cpp").create(
