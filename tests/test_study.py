@@ -187,3 +187,23 @@ def test_eval_specs_and_study_config_validation(tmp_path):
     ok = resolve(StudyConfig, file=Path(__file__).parent.parent / "studies" / "arithmetic.toml",
                  flags={"out": str(tmp_path / "o")}, nested=StudyConfig.NESTED)
     assert [a["name"] for a in ok.arms] == ["ssb", "sft"] and ok.curate["filters"] == {"n": 240}
+
+
+def test_demo_preset_trains_with_the_study_ssb_arms_recipe(tmp_path):
+    """The README's demo uses what the study measured working: the `ssb` arm's distill settings
+    (studies/arithmetic.toml), batch size aside (the demo keeps too few records for batch 4)."""
+    from ssb.options import resolve
+    from ssb.stages.run import RunConfig
+    from ssb.stages.study import StudyConfig
+
+    study = resolve(StudyConfig, file=Path(__file__).parent.parent / "studies" / "arithmetic.toml",
+                    flags={"out": str(tmp_path / "s")}, nested=StudyConfig.NESTED)
+    arm = next(a for a in study.arms if a["name"] == "ssb")
+    studied = study.distill_config(arm, tmp_path / "train", tmp_path / "heldout", tmp_path / "a")
+    demo = resolve(RunConfig, preset="demo", flags={"out": str(tmp_path / "d")},
+                   nested=RunConfig.NESTED)
+    demoed = demo.distill_config(demo.model, tmp_path / "curate", tmp_path / "distill")
+    for key in ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "lr", "epochs",
+                "temperature", "loss", "teacher", "max_length", "warmup_steps", "lr_scheduler"):
+        assert getattr(demoed, key) == getattr(studied, key), key
+    assert (studied.batch_size, demoed.batch_size) == (4, 2)
