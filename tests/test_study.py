@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ model = "{model}"
 seed = 0
 heldout = 1
 eval-steps = 2
-eval = ["coinflip"]
+eval = ["coinflip", "coinflip-again"]
 eval-limit = 8
 
 [curate]
@@ -89,8 +90,12 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     stdout, stderr = again.communicate(timeout=1500)
     assert again.returncode == 0, stderr[-4000:]
     assert "[skip] curate" in stderr and curated.stat().st_mtime_ns == mtime
+    # Reported as each eval set completes, then in full.
+    assert f"[study] interim report {out / 'report.md'} (coinflip-again pending)" in stderr
 
     study = json.loads((out / "study.json").read_text())
+    assert study["complete"] and study["pending"] == []
+    assert list(study["eval"]) == ["coinflip", "coinflip-again"]
     entry = study["eval"]["coinflip"]
     assert [r["arm"] for r in entry["runs"]] == ["base", "ssb", "sft"]
     flags = {arm: _flags(out / "eval" / "coinflip" / arm / "results.jsonl")
@@ -121,11 +126,29 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
         assert f"| {run['arm']} | {100 * run['accuracy']:.1f}% |" in report
     assert (out / "plots" / "heldout-curves.png").exists()
     assert (out / "plots" / "accuracy-coinflip.png").exists()
+    assert (out / "plots" / "accuracy-coinflip-again.png").exists()
     assert "# SSB study" in stdout
     # A finished study reruns nothing.
     third = ssb_study(["--config", str(cfg), "--out", str(out)], coinflip_path)
     _, stderr3 = third.communicate(timeout=600)
     assert third.returncode == 0 and "[run]" not in stderr3
+
+    # The interim report (what a study killed during its second eval set leaves): the first
+    # set's numbers, the same as in the full report, and the second listed as pending.
+    from ssb.options import resolve
+    from ssb.stages.study import StudyConfig, write_study
+
+    interim_dir = tmp_path / "interim"
+    shutil.copytree(out, interim_dir)
+    config = resolve(StudyConfig, file=cfg, flags={"out": str(interim_dir)},
+                     nested=StudyConfig.NESTED)
+    interim, path = write_study(interim_dir, config, study["records"]["train"],
+                                study["records"]["heldout"], config.eval[:1])
+    assert not interim["complete"] and interim["pending"] == ["coinflip-again"]
+    assert list(interim["eval"]) == ["coinflip"]
+    assert interim["eval"]["coinflip"]["vs_base"] == entry["vs_base"]
+    assert "**In progress**: the evaluation on coinflip-again" in path.read_text()
+    assert "In progress" not in report
 
     # scripts/study_analysis.py reads the same numbers back from the stages' files.
     analysis_json = tmp_path / "analysis.json"

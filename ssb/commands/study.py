@@ -28,7 +28,12 @@ def register(app: typer.Typer) -> None:
         from ssb.commands.charts import render_charts
         from ssb.stages.study import study
 
-        with render_events(progress) as on_event:
+        with render_events(progress) as show:
+            def on_event(event) -> None:
+                show(event)
+                if event.data.get("report"):  # an interim report: its charts too
+                    render_charts(config.out)
+
             result = study(config, on_event=on_event)
         render_charts(result.out)
         typer.echo(result.report.read_text(encoding="utf-8"))

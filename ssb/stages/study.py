@@ -192,24 +192,41 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
             arm_dir = out / "arms" / arm["name"]
             run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
                       arm_dir, report, force=config.force, launcher=config.launcher)
-        for spec in config.eval:
+        for i, spec in enumerate(config.eval, 1):
             name = parse_eval_spec(spec)[0]
             for arm_name, adapter in [(BASE, None)] + [
                     (a["name"], out / "arms" / a["name"] / "adapter") for a in config.arms]:
                 eval_dir = out / "eval" / name / arm_name
                 run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir),
                           eval_dir, report, force=config.force)
-        data = build_study(out, config, n_train, n_held)
-        atomic_write_json(out / "study.json", redact(data))
-        path = write_study_report(out, data)
+            if i < len(config.eval):
+                # A study runs for hours: what is complete is reported as it completes.
+                data, path = write_study(out, config, n_train, n_held, config.eval[:i])
+                report.log(f"[study] interim report {path} ({', '.join(data['pending'])} "
+                           "pending)", report=str(path))
+        data, path = write_study(out, config, n_train, n_held)
         stage.finish()
         return StudyResult(out=out, report=path, study=data)
 
 
-def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> dict[str, Any]:
-    """study.json: every number the report shows, read back from the stages' own files."""
+def write_study(out: Path, config: StudyConfig, n_train: int, n_held: int,
+                specs: list[str] | None = None) -> tuple[dict[str, Any], Path]:
+    """study.json and report.md over the eval ``specs`` whose every arm is done (default: all)."""
+    data = build_study(out, config, n_train, n_held, specs)
+    atomic_write_json(out / "study.json", redact(data))
+    return data, write_study_report(out, data)
+
+
+def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int,
+                specs: list[str] | None = None) -> dict[str, Any]:
+    """study.json: every number the report shows, read back from the stages' own files.
+
+    ``specs``: the eval specs to report (default: all of ``config.eval``); the others are
+    listed as ``pending`` and ``complete`` is false.
+    """
     from ssb.stages.evaluate import compare_runs
 
+    specs = list(config.eval) if specs is None else list(specs)
     arms = [a["name"] for a in config.arms]
     curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
     data: dict[str, Any] = {
@@ -222,6 +239,8 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
         "wall_seconds": {"curate": _seconds(out / "curate"),
                          **{f"distill:{a}": _seconds(out / "arms" / a) for a in arms}},
         "arms": {}, "eval": {},
+        "complete": len(specs) == len(config.eval),
+        "pending": [parse_eval_spec(x)[0] for x in config.eval if x not in specs],
     }
     for name in arms:
         arm_dir = out / "arms" / name
@@ -230,7 +249,7 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
             else []
         data["arms"][name] = {"distill": manifest.get("config", {}),
                               "summary": manifest.get("summary", {}), "heldout": held}
-    for spec in config.eval:
+    for spec in specs:
         dataset = parse_eval_spec(spec)[0]
         dirs = {a: out / "eval" / dataset / a for a in [BASE, *arms]}
         for a, d in dirs.items():
@@ -273,7 +292,11 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     arms = list(data["arms"])
     c = data["curate"]
     lines = ["# SSB study", "",
-             f"Commit `{data.get('commit') or 'unknown'}`; config in `study.json`.", "",
+             f"Commit `{data.get('commit') or 'unknown'}`; config in `study.json`.", ""]
+    if data.get("pending"):
+        lines += [f"**In progress**: the evaluation on {', '.join(data['pending'])} has not "
+                  "finished; this report covers the stages that have.", ""]
+    lines += [
              "## Curation", "",
              f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
              f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
@@ -323,4 +346,5 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     return out / "report.md"
 
 
-__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "DEFAULT_ARMS"]
+__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "build_study", "write_study",
+           "DEFAULT_ARMS"]

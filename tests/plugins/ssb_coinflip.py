@@ -35,6 +35,8 @@ class ParityVerifier:
 @hookimpl
 def register_datasets(register):
     register(DatasetLoader("coinflip", "coinflip", load, default_source="generated"))
+    # The same problems under a second name: a study or run with two eval sets.
+    register(DatasetLoader("coinflip-again", "coinflip", load, default_source="generated"))
 
 
 @hookimpl
