@@ -93,8 +93,9 @@ def plot_arm_accuracy(arms: list[dict[str, Any]], out_png: str | Path, title: st
     err = [[100 * (a["accuracy"] - a["ci_low"]) for a in arms],
            [100 * (a["ci_high"] - a["accuracy"]) for a in arms]]
     ax.bar(names, acc, yerr=err, capsize=6, color="tab:blue", alpha=0.8)
-    for i, v in enumerate(acc):
-        ax.text(i, v + 1, f"{v:.1f}", ha="center", va="bottom")
+    for i, (v, top) in enumerate(zip(acc, (100 * a["ci_high"] for a in arms))):
+        ax.text(i, top + 1, f"{v:.1f}", ha="center", va="bottom")  # above the CI bar
+    ax.set_ylim(0, min(100, max(100 * a["ci_high"] for a in arms) + 8))
     ax.set_ylabel("accuracy (%) with 95% CI")
     ax.set_title(title)
     fig.tight_layout()
