@@ -338,7 +338,10 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                        "arms": [{"name": r["arm"], "accuracy": r["accuracy"],
                                  "ci_low": r["ci_low"], "ci_high": r["ci_high"]}
                                 for r in entry["runs"]]})
-    lines += ["## Wall time", "", "| stage | seconds |", "|---|---|"]
+    lines += ["## Wall time", "",
+              "Seconds of the run that completed each stage: a stage resumed after a stop also "
+              "ran before it, and that time is not counted here.", "",
+              "| stage | seconds |", "|---|---|"]
     for key, seconds in data["wall_seconds"].items():
         lines.append(f"| {key} | {'-' if seconds is None else f'{seconds:.0f}'} |")
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
