@@ -226,6 +226,7 @@ class PairedComparison:
     b_only: int | None
     significant: bool
     alpha: float
+    resamples: int = 10_000  # bootstrap resamples: p below 1/resamples is reported as such
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -278,15 +279,17 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.0
     return PairedComparison(
         n=len(a), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)), diff=diff,
         ci_low=lo, ci_high=hi, bootstrap_p=p_boot, mcnemar_p=mc_p, a_only=a_only,
-        b_only=b_only, significant=significant, alpha=alpha,
+        b_only=b_only, significant=significant, alpha=alpha, resamples=resamples,
     )
 
 
 def describe_comparison(c: PairedComparison, name_a: str = "A", name_b: str = "B") -> str:
     """One sentence saying what the difference is and whether it could be noise."""
     pts = 100.0 * c.diff
-    ci = f"95% CI {100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f} points"
-    tests = f"paired bootstrap p={c.bootstrap_p:.3g}"
+    ci = f"{100 * (1 - c.alpha):.0f}% CI {100 * c.ci_low:+.1f} to {100 * c.ci_high:+.1f} points"
+    # No resample crossing zero bounds p by the resample count, it does not make it 0.
+    boot_p = f"<{1 / c.resamples:.2g}" if c.bootstrap_p == 0 else f"={c.bootstrap_p:.3g}"
+    tests = f"paired bootstrap p{boot_p}"
     if c.mcnemar_p is not None:
         tests += f", exact McNemar p={c.mcnemar_p:.3g} ({c.a_only} vs {c.b_only} discordant)"
     if c.significant:

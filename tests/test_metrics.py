@@ -121,6 +121,7 @@ def test_large_consistent_gain_is_significant():
     assert c.diff == pytest.approx(0.2) and (c.a_only, c.b_only) == (0, 20)
     assert c.mcnemar_p == pytest.approx(2 / 2**20) and c.ci_low > 0 and c.significant
     assert "significant at the 95% level" in metrics.describe_comparison(c)
+    assert c.bootstrap_p == 0 and "paired bootstrap p<0.0001" in metrics.describe_comparison(c)
     worse = metrics.compare_paired(b, a)
     assert worse.significant and worse.diff < 0
     assert "worse" in metrics.describe_comparison(worse)
