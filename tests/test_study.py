@@ -59,6 +59,19 @@ teacher = "none"
     return path
 
 
+INTERIM = """
+import json, sys
+from pathlib import Path
+from ssb.options import resolve
+from ssb.stages.study import StudyConfig, write_study
+
+out, cfg = Path(sys.argv[1]), Path(sys.argv[2])
+config = resolve(StudyConfig, file=cfg, flags={"out": str(out)}, nested=StudyConfig.NESTED)
+full = json.loads((out / "study.json").read_text())
+write_study(out, config, full["records"]["train"], full["records"]["heldout"], config.eval[:1])
+"""
+
+
 def ssb_study(args: list[str], plugin_path: Path, **kwargs) -> subprocess.Popen:
     from conftest import ssb_subprocess
 
@@ -134,20 +147,23 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     assert third.returncode == 0 and "[run]" not in stderr3
 
     # The interim report (what a study killed during its second eval set leaves): the first
-    # set's numbers, the same as in the full report, and the second listed as pending.
-    from ssb.options import resolve
-    from ssb.stages.study import StudyConfig, write_study
+    # set's numbers, the same as in the full report, and the second listed as pending.  Written
+    # by the study's own function over a copy, in a process that has the coinflip plugin.
+    from conftest import allowed_env
 
     interim_dir = tmp_path / "interim"
     shutil.copytree(out, interim_dir)
-    config = resolve(StudyConfig, file=cfg, flags={"out": str(interim_dir)},
-                     nested=StudyConfig.NESTED)
-    interim, path = write_study(interim_dir, config, study["records"]["train"],
-                                study["records"]["heldout"], config.eval[:1])
+    env = allowed_env(coinflip_path)
+    env["PYTHONPATH"] = f"{coinflip_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    done = subprocess.run([sys.executable, "-c", INTERIM, str(interim_dir), str(cfg)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    interim = json.loads((interim_dir / "study.json").read_text())
     assert not interim["complete"] and interim["pending"] == ["coinflip-again"]
     assert list(interim["eval"]) == ["coinflip"]
     assert interim["eval"]["coinflip"]["vs_base"] == entry["vs_base"]
-    assert "**In progress**: the evaluation on coinflip-again" in path.read_text()
+    assert "**In progress**: the evaluation on coinflip-again" in (
+        interim_dir / "report.md").read_text()
     assert "In progress" not in report
 
     # scripts/study_analysis.py reads the same numbers back from the stages' files.
