@@ -296,14 +296,13 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     if data.get("pending"):
         lines += [f"**In progress**: the evaluation on {', '.join(data['pending'])} has not "
                   "finished; this report covers the stages that have.", ""]
-    lines += [
-             "## Curation", "",
-             f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
-             f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
-             f"hinted teacher verified {_pct(c['teacher_accuracy'])} of "
-             f"{c['teacher_attempts']} attempts; template `{c.get('template')}`",
-             f"- records: {data['records']['train']} train, {data['records']['heldout']} "
-             "held out (never trained on)", ""]
+    lines += ["## Curation", "",
+              f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
+              f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
+              f"hinted teacher verified {_pct(c['teacher_accuracy'])} of "
+              f"{c['teacher_attempts']} attempts; template `{c.get('template')}`",
+              f"- records: {data['records']['train']} train, {data['records']['heldout']} "
+              "held out (never trained on)", ""]
     charts: list[dict[str, Any]] = []
     lines += ["## Training (held-out records)", "",
               "| arm | loss | teacher | steps | held-out KL start → end | held-out CE start → end |",
