@@ -13,9 +13,9 @@ defaults, the paper's T=0.8 top-k 50, read from ``CurateConfig``) and ``ssb gene
 (one prompt, 8 samples, generate's default top-p 1 / top-k off: every rollout starts together,
 so the batch drains at the end).  ``--top-p 0.95`` (no top-k) is the costly case: llama.cpp's
 top-p sampler sorts the whole 151,936-token vocabulary for every token, ~5-9 ms here, in both
-methods; ``benchmarks/generation_sweep.py --top-k 0 --top-p 0.95`` measures it.  The two methods run
-ABBA (ours, baseline on the first half of the problems, then baseline, ours on the second) so
-that a neighbour's load drifting during the run hits both.  Model load is excluded.  The note
+methods; ``benchmarks/generation_sweep.py --top-k 0 --top-p 0.95`` measures it.  The two
+methods run ABBA (ours, baseline on the first half of the problems, then baseline, ours on the
+second) so that a neighbour's load drifting during the run hits both.  Model load is excluded.  The note
 says how many rollouts produced exactly the baseline's text (same seeds: they differ only where
 batched float rounding flips a near-tie) and the load average around the measurement.
 

@@ -3,9 +3,10 @@ paying on this machine.
 
 The same workload for every setting: P prompts x n samples (GSM8K questions, math-tutor system
 prompt, seeded; sampling ``ssb curate``'s default T 0.8 top-k 50 unless given), ``max`` new
-tokens, the embedded small model, the same threads.  ``n_parallel=1`` is the backend's one-at-a-time path (``create_completion`` per
-rollout, prompt reused from the KV cache): the baseline of ``bench_generation``.  Each setting
-loads the model afresh (excluded from the time) and runs alone; the load average is printed.
+tokens, the embedded small model, the same threads.  ``n_parallel=1`` is the backend's
+one-at-a-time path (``create_completion`` per rollout, prompt reused from the KV cache): the
+baseline of ``bench_generation``.  Each setting loads the model afresh (excluded from the time)
+and runs alone; the load average is printed.
 
     .venv/bin/python benchmarks/generation_sweep.py [--parallel 1,4,8,16,32] [--prompts 8]
         [--samples 4] [--max-tokens 128] [--temperature 0.8] [--top-k 50] [--top-p 1.0]

@@ -154,14 +154,21 @@ def coinflip_path(tmp_path_factory) -> Path:
     return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
 
 
+def plugin_env(plugin_site: Path) -> dict:
+    """An environment in which a child Python imports and allows the plugins under
+    ``plugin_site``."""
+    env = allowed_env(plugin_site)
+    env["PYTHONPATH"] = f"{plugin_site}{os.pathsep}{env.get('PYTHONPATH', '')}"
+    return env
+
+
 def ssb_subprocess(command: str, args: list[str], plugin_site: Path, **kwargs):
     """``python -m ssb COMMAND ARGS`` in its own session (killable as a group), with the plugins
     under ``plugin_site`` importable and allowed."""
     import subprocess
     import sys
 
-    env = allowed_env(plugin_site)
-    env["PYTHONPATH"] = f"{plugin_site}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    return subprocess.Popen([sys.executable, "-m", "ssb", command, *args], env=env,
+    return subprocess.Popen([sys.executable, "-m", "ssb", command, *args],
+                            env=plugin_env(plugin_site),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kwargs)

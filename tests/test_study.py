@@ -149,14 +149,13 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     # The interim report (what a study killed during its second eval set leaves): the first
     # set's numbers, the same as in the full report, and the second listed as pending.  Written
     # by the study's own function over a copy, in a process that has the coinflip plugin.
-    from conftest import allowed_env
+    from conftest import plugin_env
 
     interim_dir = tmp_path / "interim"
     shutil.copytree(out, interim_dir)
-    env = allowed_env(coinflip_path)
-    env["PYTHONPATH"] = f"{coinflip_path}{os.pathsep}{env.get('PYTHONPATH', '')}"
-    done = subprocess.run([sys.executable, "-c", INTERIM, str(interim_dir), str(cfg)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", INTERIM, str(interim_dir), str(cfg)],
+                          env=plugin_env(coinflip_path), capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     interim = json.loads((interim_dir / "study.json").read_text())
     assert not interim["complete"] and interim["pending"] == ["coinflip-again"]
