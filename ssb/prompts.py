@@ -73,3 +73,49 @@ def make_template(name: str, version: str, domain: str, *, system: str = MATH_TU
     teacher.format(question="q", correct="c", wrong="w", wrong_detail="d")
     return PromptTemplate(name=name, version=version, domain=domain, system=system,
                           student=student, teacher=teacher)
+
+
+# -- training-free instructions (the study's `prompt` arm) ----------------------------------------
+# Candidates for "the best instruction we could write without training" (docs/study-gsm8k.md). The
+# embedded default is a *coder* model: asked to reason, it often writes Python that nobody runs
+# and boxes a guess, so every candidate asks for plain-text arithmetic.  Which one the study uses
+# is chosen on a dev slice by the study itself (the highest dev accuracy; ties: the first listed),
+# never on test.  Registered by the math-like domains under these names, after their defaults.
+PROSE_SYSTEM = (
+    "You are a careful math tutor. Solve the problem by reasoning step by step in plain words "
+    "and arithmetic. Do not write code: nobody will run it, so you must work out every number "
+    "yourself. Write one calculation per line, like 3 * 4 = 12, and check it before going on. "
+    "When you are done, write the final answer on its own at the end inside \\boxed{}, for "
+    "example \\boxed{42}."
+)
+
+PLAN_SYSTEM = (
+    "You are a careful math tutor. First list the quantities the problem gives and what it asks "
+    "for. Then solve it step by step in plain words, one calculation per line (for example "
+    "3 * 4 = 12), without writing any code, and check that your result answers the question "
+    "that was asked. End with the final answer on its own inside \\boxed{}, for example "
+    "\\boxed{42}."
+)
+
+# One worked example, written for this purpose (not taken from any benchmark).
+EXAMPLE_STUDENT = (
+    "Here is an example of a good solution.\n\n"
+    "Problem: A baker makes 24 muffins in the morning and 18 in the afternoon. He sells 30 of "
+    "them and gives half of the rest to a neighbour. How many muffins does he have left?\n\n"
+    "Solution: He makes 24 + 18 = 42 muffins in all. After selling 30 he has 42 - 30 = 12. He "
+    "gives half of those away: 12 / 2 = 6. So he has 12 - 6 = 6 muffins left.\n"
+    "\\boxed{{6}}\n\n"
+    "Now solve this problem the same way, in plain words and without code.\n\n"
+    "Problem: {question}"
+)
+
+
+def instruction_templates(domain: str) -> list[PromptTemplate]:
+    """The training-free instruction candidates, as templates of ``domain``: ``prose@1``,
+    ``plan@1`` and ``example@1`` (the hinted text is v2's; these are student-side instructions)."""
+    return [
+        make_template("prose", "1", domain, system=PROSE_SYSTEM, teacher=TEACHER_TEMPLATE_V2),
+        make_template("plan", "1", domain, system=PLAN_SYSTEM, teacher=TEACHER_TEMPLATE_V2),
+        make_template("example", "1", domain, system=PROSE_SYSTEM, student=EXAMPLE_STUDENT,
+                      teacher=TEACHER_TEMPLATE_V2),
+    ]

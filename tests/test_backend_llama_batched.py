@@ -53,7 +53,7 @@ def test_batched_is_the_default_and_n_parallel_is_checked(small_gguf, backends):
     assert backends[4].decoder is not None and backends[1].decoder is None
     b = _load(small_gguf)
     try:
-        assert b.n_parallel == 8 and b.decoder is not None
+        assert b.n_parallel == 32 and b.decoder is not None
     finally:
         b.close()
     with pytest.raises(SsbError, match="n_parallel must be >= 1"):

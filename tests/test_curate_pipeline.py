@@ -319,3 +319,32 @@ def test_config_file_supplies_flags_and_flags_win(replay_plugin, shared_data, tm
     bad.write_text("rolouts = 4\n")
     code, _, err = ssb_cli("curate", "--config", str(bad), "--out", str(out))
     assert code == 2 and "rolouts" in err
+
+
+def test_until_kept_stops_after_the_batch_that_reaches_the_target(replay_plugin, shared_data,
+                                                                   tmp_path, ssb_cli):
+    # The full recorded run keeps >= 2 of the 8 problems (checked); stopping at 1 kept must take
+    # problems in order, a batch at a time, and stop after the first batch that reaches it.
+    full = tmp_path / "full"
+    code, _, err = ssb_cli(*_replay_args(shared_data, full, RECORDING, "--batch-size", "2"))
+    assert code == 0, err
+    journal = [json.loads(x) for x in (full / JOURNAL).read_text().splitlines()]
+    kept_order = [i for i, e in enumerate(journal) if e["status"] == "kept"]
+    assert len(kept_order) >= 2
+    first_kept_batch_end = (kept_order[0] // 2 + 1) * 2
+
+    out = tmp_path / "until"
+    code, stdout, err = ssb_cli(*_replay_args(shared_data, out, RECORDING, "--batch-size", "2",
+                                              "--until-kept", "1"))
+    assert code == 0, err
+    stats = json.loads((out / STATS).read_text())
+    assert stats["complete"] and stats["until_kept"] == 1
+    assert stats["problems_seen"] == first_kept_batch_end < RECORDED_PROBLEMS
+    assert "--until-kept" in err
+    seen = [json.loads(x)["id"] for x in (out / JOURNAL).read_text().splitlines()]
+    assert seen == [e["id"] for e in journal[:first_kept_batch_end]]  # a prefix, in order
+    # Rerunning the finished command processes nothing more.
+    code, _, err = ssb_cli(*_replay_args(shared_data, out, RECORDING, "--batch-size", "2",
+                                         "--until-kept", "1"))
+    assert code == 0, err
+    assert json.loads((out / STATS).read_text())["problems_seen"] == first_kept_batch_end

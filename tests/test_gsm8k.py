@@ -100,3 +100,30 @@ def test_template_registered():
     v1 = get_registry().template("gsm8k", "gsm8k-tutor@1")  # older runs stay reproducible
     assert v1.student_messages("Q?") == t.student_messages("Q?")
     assert v1.teacher_messages("Q?", "r", "w") != t.teacher_messages("Q?", "r", "w")
+
+
+def test_rows_filter_takes_a_slice_in_file_order(gsm8k, shared_data):
+    source = str(shared_data / "gsm8k" / "train.jsonl")
+    dev = gsm8k.load(source, "train", filters={"rows": "7273:7473"}).problems
+    assert len(dev) == 200 and dev[0].id == "gsm8k/train/7273" and dev[-1].id == "gsm8k/train/7472"
+    assert [p.id for p in gsm8k.load(source, "train", filters={"rows": ":3"}).problems] == [
+        "gsm8k/train/0", "gsm8k/train/1", "gsm8k/train/2"]
+    assert len(gsm8k.load(source, "train", filters={"rows": "7470:"}).problems) == 3
+    for bad in ("5", "9:3", "a:b", "-1:4"):
+        with pytest.raises(Exception, match="rows="):
+            gsm8k.load(source, "train", filters={"rows": bad})
+    with pytest.raises(Exception, match="filters on 'rows' only"):
+        gsm8k.load(source, "train", filters={"subject": "x"})
+
+
+def test_instruction_templates_are_registered_for_every_math_domain():
+    registry = get_registry()
+    for domain in ("gsm8k", "math", "arithmetic"):
+        default = registry.template(domain)
+        assert default.name.endswith("-tutor")  # the default is unchanged
+        for name in ("prose@1", "plan@1", "example@1"):
+            t = registry.template(domain, name)
+            messages = t.student_messages("What is 2+2?")
+            assert "What is 2+2?" in messages[-1]["content"]
+            assert "\\boxed{" in messages[0]["content"] + messages[-1]["content"]
+            assert "code" in messages[0]["content"] + messages[-1]["content"]

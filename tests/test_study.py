@@ -55,6 +55,11 @@ temperature = 2.0
 name = "sft"
 loss = "ce=1"
 teacher = "none"
+
+[[arms]]
+name = "prompt"            # training-free: the instruction with the best dev accuracy
+prompts = ["coinflip@1", "terse@1"]
+select-on = "coinflip?split=dev&limit=4"
 """)
     return path
 
@@ -68,7 +73,7 @@ from ssb.stages.study import StudyConfig, write_study
 out, cfg = Path(sys.argv[1]), Path(sys.argv[2])
 config = resolve(StudyConfig, file=cfg, flags={"out": str(out)}, nested=StudyConfig.NESTED)
 full = json.loads((out / "study.json").read_text())
-write_study(out, config, full["records"]["train"], full["records"]["heldout"], config.eval[:1])
+write_study(out, config, full["records"]["train"], full["records"]["heldout"])
 """
 
 
@@ -103,25 +108,41 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     stdout, stderr = again.communicate(timeout=1500)
     assert again.returncode == 0, stderr[-4000:]
     assert "[skip] curate" in stderr and curated.stat().st_mtime_ns == mtime
-    # Reported as each eval set completes, then in full.
-    assert f"[study] interim report {out / 'report.md'} (coinflip-again pending)" in stderr
+    # Reported as each evaluation completes, then in full; the order answers the first question
+    # first: on the first eval set the base, then each arm in turn, trained then evaluated.
+    assert f"[study] interim report {out / 'report.md'} (1 evaluation(s) pending)" in stderr
+    runs = [line for line in stderr.splitlines() if line.startswith("[run] ")]
+    order = [line.split()[1] + ":" + line.split()[-1].rsplit("/", 2)[-1] for line in runs]
+    assert order.index("distill:ssb") < order.index("eval:ssb") < order.index("distill:sft"), \
+        order
 
     study = json.loads((out / "study.json").read_text())
     assert study["complete"] and study["pending"] == []
     assert list(study["eval"]) == ["coinflip", "coinflip-again"]
     entry = study["eval"]["coinflip"]
-    assert [r["arm"] for r in entry["runs"]] == ["base", "ssb", "sft"]
+    assert [r["arm"] for r in entry["runs"]] == ["base", "ssb", "sft", "prompt"]
     flags = {arm: _flags(out / "eval" / "coinflip" / arm / "results.jsonl")
-             for arm in ("base", "ssb", "sft")}
+             for arm in ("base", "ssb", "sft", "prompt")}
+    # The prompt arm: chosen on the dev slice (the higher accuracy; ties: the first listed),
+    # evaluated with that template and no adapter.
+    choice = json.loads((out / "select" / "prompt" / "choice.json").read_text())
+    acc = {t: c["accuracy"] for t, c in choice["candidates"].items()}
+    assert choice["chosen"] == ("terse@1" if acc["terse@1"] > acc["coinflip@1"] else "coinflip@1")
+    assert study["prompts"]["prompt"]["chosen"] == choice["chosen"]
+    prompt_summary = json.loads((out / "eval" / "coinflip" / "prompt" / "summary.json").read_text())
+    assert prompt_summary["settings"]["template"] == choice["chosen"]
+    assert prompt_summary.get("adapter") is None
+    assert not (out / "arms" / "prompt").exists()
     assert len(flags["base"]) == entry["problems"] == 8
     for run in entry["runs"]:  # accuracy = the arm's own results file
         f = flags[run["arm"]]
         assert run["accuracy"] == pytest.approx(sum(f.values()) / len(f))
-    for arm, c in zip(("ssb", "sft"), entry["vs_base"]):  # discordant counts from the files
+    for arm, c in zip(("ssb", "sft", "prompt"), entry["vs_base"]):  # discordant counts
         assert c["b_only"] == sum(flags[arm][i] and not flags["base"][i] for i in flags[arm])
         assert c["a_only"] == sum(flags["base"][i] and not flags[arm][i] for i in flags[arm])
         assert c["diff"] == pytest.approx((c["b_only"] - c["a_only"]) / 8)
-    (vs_sft,) = entry["vs_sft"]
+    vs_sft = entry["vs_sft"][0]
+    assert entry["vs_sft_arms"] == ["ssb", "prompt"] and entry["vs_prompt_arms"] == ["ssb", "sft"]
     assert vs_sft["b_only"] == sum(flags["ssb"][i] and not flags["sft"][i] for i in flags["ssb"])
     # Identical training records for both arms; one record held out of training.
     train = [json.loads(x)["id"] for x in (out / "data/train/curated.jsonl").read_text().split("\n")
@@ -153,15 +174,18 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
 
     interim_dir = tmp_path / "interim"
     shutil.copytree(out, interim_dir)
+    for done_marker in (interim_dir / "eval" / "coinflip-again").glob("*/.ssb-run-stage.json"):
+        done_marker.unlink()
     done = subprocess.run([sys.executable, "-c", INTERIM, str(interim_dir), str(cfg)],
                           env=plugin_env(coinflip_path), capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     interim = json.loads((interim_dir / "study.json").read_text())
-    assert not interim["complete"] and interim["pending"] == ["coinflip-again"]
+    assert not interim["complete"] and interim["pending"] == [
+        f"coinflip-again:{a}" for a in ("base", "ssb", "sft", "prompt")]
     assert list(interim["eval"]) == ["coinflip"]
     assert interim["eval"]["coinflip"]["vs_base"] == entry["vs_base"]
-    assert "**In progress**: the evaluation on coinflip-again" in (
+    assert "**In progress**: 4 evaluation(s) still to run (coinflip-again:base" in (
         interim_dir / "report.md").read_text()
     assert "In progress" not in report
 
@@ -245,3 +269,42 @@ def test_demo_preset_trains_with_the_study_ssb_arms_recipe(tmp_path):
                 "temperature", "loss", "teacher", "max_length", "warmup_steps", "lr_scheduler"):
         assert getattr(demoed, key) == getattr(studied, key), key
     assert (studied.batch_size, demoed.batch_size) == (4, 2)
+
+
+def _study_config(tmp_path, **over):
+    from ssb.stages.study import StudyConfig
+
+    values = {"out": str(tmp_path / "s"), "domain": "gsm8k", "backend": "transformers",
+              "model": "x", "eval": ["gsm8k=data/test.jsonl?max_tokens=99&limit=7",
+                                     "math500?split=test&max_tokens=2048"],
+              "arms": [{"name": "ssb", "loss": "kl=1,ce=0"},
+                       {"name": "prompt", "prompts": ["prose@1", "plan@1"],
+                        "select-on": "gsm8k?split=train&rows=10:20"}], **over}
+    return StudyConfig.from_mapping(values)
+
+
+def test_eval_spec_keys_set_that_dataset_and_a_prompt_arm_is_checked(tmp_path):
+    from ssb.options import ConfigError
+
+    config = _study_config(tmp_path).validate()
+    assert config.arms[1]["select_on"] == "gsm8k?split=train&rows=10:20"  # TOML spelling taken
+    gsm = config.eval_config(config.eval[0], "x", None, tmp_path / "e")
+    assert (gsm.max_tokens, gsm.limit, gsm.filters, gsm.template) == (99, 7, {}, None)
+    math = config.eval_config(config.eval[1], "x", None, tmp_path / "e", template="prose@1")
+    assert (math.max_tokens, math.split, math.template, math.dataset) == (
+        2048, "test", "prose@1", "math500")
+    dev = config.eval_config(config.arms[1]["select_on"], "x", None, tmp_path / "e")
+    assert dev.split == "train" and dev.filters == {"rows": "10:20"}
+    bad_arms = [
+        ([{"name": "p", "prompts": ["prose@1", "plan@1"]}], "need select_on"),
+        ([{"name": "p", "prompts": []}], "non-empty list"),
+        ([{"name": "p", "prompts": ["nope@9"]}], "no prompt template 'nope@9'"),
+        ([{"name": "p", "prompts": ["prose@1"], "loss": "ce=1"}], "unknown: \\['loss'\\]"),
+        ([{"name": "p", "prompts": ["prose@1", "plan@1"],
+           "select_on": "gsm8k=data/test.jsonl?max_tokens=99&limit=7"}], "not be one of the eval"),
+    ]
+    for arms, message in bad_arms:
+        with pytest.raises(ConfigError, match=message):
+            _study_config(tmp_path, arms=arms).validate()
+    with pytest.raises(ConfigError, match="limit must be an integer"):
+        _study_config(tmp_path, eval=["gsm8k?limit=many"]).validate()

@@ -256,6 +256,9 @@ class CurateConfig(StageConfig):
                                 "(default: the dataset's).")
     split: str = option("train", help="Dataset split.")
     limit: int | None = option(None, ge=1, help="Use only the first N problems.")
+    until_kept: int | None = option(
+        None, ge=1, help="Stop once N records are kept: problems are taken in order, a batch at "
+        "a time (the batch in progress finishes, so a few more may be kept); --limit caps them.")
     rollouts: int = option(4, ge=2, help="Rollouts per problem (K); one right and one wrong "
                            "are needed, so at least 2.")
     seed: int = option(0, help="Seeds sampling and the selection tie-breaks.")
@@ -269,7 +272,9 @@ class CurateConfig(StageConfig):
         "truncated solution is never kept.")
     template: str | None = option(None, help="Prompt template name or name@version "
                                   "(default: the domain's first).")
-    batch_size: int = option(8, ge=1, resume=False, help="Problems per backend call.")
+    batch_size: int = option(32, ge=1, resume=False,
+                             help="Problems per backend call (the batch's hinted-teacher prompts "
+                             "are decoded together, so larger batches keep more slots busy).")
     max_errors: int = option(10, ge=0, resume=False,
                              help="Stop after more than this many failed problems in one run.")
     workers: int | None = option(None, ge=0, resume=False,
@@ -572,13 +577,21 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
         run = {"resumed": stage.resumed, "problems": 0, "errors": 0, "generated_tokens": 0,
                "already_done": len(selected) - len(todo)}
 
+        def reached_target() -> bool:
+            # Only with no failed problem before the stop: a retried problem keeps its place.
+            return (config.until_kept is not None
+                    and sum(e["status"] == KEPT for e in outcomes.values()) >= config.until_kept
+                    and not any(e["status"] == ERROR for e in outcomes.values()))
+
         def write_stats(final: bool) -> dict[str, Any]:
             elapsed = time.monotonic() - started
             stats = summarize(outcomes.values())
             stats["bad_rows"] = problems.skipped_rows
             stats["selected_problems"] = len(selected)
-            stats["complete"] = final and all(
-                p.id in outcomes and outcomes[p.id]["status"] != ERROR for p in selected)
+            stats["complete"] = final and (reached_target() or all(
+                p.id in outcomes and outcomes[p.id]["status"] != ERROR for p in selected))
+            if config.until_kept is not None:
+                stats["until_kept"] = config.until_kept
             stats["this_run"] = {
                 **run,
                 "wall_seconds": round(elapsed, 3),
@@ -593,7 +606,7 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
 
         owned = backend is None
         try:
-            if todo and backend is None:
+            if todo and not reached_target() and backend is None:
                 backend = registry.backend(config.backend).create(
                     config.model, adapter=config.adapter, **config.backend_options)
             # Only now: a model that fails to load leaves no manifest behind that would refuse
@@ -610,6 +623,11 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
                     report.info(f"{_live_info(outcomes)} | completions {generated[0]}")
 
                 for chunk in _chunks(todo, config.batch_size):
+                    if reached_target():
+                        report.log(f"[curate] {config.until_kept} record(s) kept "
+                                   f"(--until-kept): stopping after "
+                                   f"{len(outcomes)} problem(s)")
+                        break
                     entries = process_chunk(chunk, backend=backend, template=template,
                                             config=config, dataset=dataset_name,
                                             progress=on_completions)

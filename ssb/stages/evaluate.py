@@ -72,7 +72,7 @@ class EvalConfig(StageConfig):
     max_tokens: int = option(2048, ge=1, help="Maximum new tokens per response.")
     seed: int = option(0, help="Sampling seed.")
     template: str | None = option(None, help="Prompt template name (default: the domain's).")
-    batch_size: int = option(8, ge=1, resume=False,
+    batch_size: int = option(32, ge=1, resume=False,
                              help="Problems per backend call (and per journal flush).")
     workers: int | None = option(None, ge=0, short="-w", resume=False,
                                  help="Verification helper processes (default: one per core; "

@@ -52,10 +52,13 @@ class PipelineStages:
                   **self.curate}
         return stage_config(CurateConfig, values, "curate", self.COMMAND)
 
-    def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path):
+    def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path,
+                    template: str | None = None):
+        """``template``: the student template instead of ``[evaluate]``'s (a study's prompt arm)."""
         from ssb.stages.evaluate import EvalConfig
 
         name, source, filters = parse_eval_spec(spec)
+        per_spec = {k: filters.pop(k) for k in list(filters) if k in EVAL_SPEC_KEYS}
         backend = getattr(self, "eval_backend", None) or self.backend
         values = {"dataset": name, "split": self.eval_split, "backend": backend, "model": model,
                   "seed": self.seed, "out": out, "source": source, "filters": filters,
@@ -65,6 +68,14 @@ class PipelineStages:
                   else {}, **self.evaluate}
         if getattr(self, "eval_max_tokens", None) is not None:
             values.setdefault("max_tokens", self.eval_max_tokens)
+        if template is not None:
+            values["template"] = template
+        for key, value in per_spec.items():
+            try:
+                values[key] = value if key == "split" else int(value)
+            except ValueError:
+                raise ConfigError(f"eval spec {spec!r}: {key} must be an integer, got "
+                                  f"{value!r}") from None
         return stage_config(EvalConfig, values, "evaluate", self.COMMAND)
 
 
@@ -172,10 +183,17 @@ class RunConfig(PipelineStages, StageConfig):
         return stage_config(DistillConfig, values, "distill", self.COMMAND)
 
 
+# Keys of an eval spec's query that set the evaluation of that dataset, not a dataset filter:
+# ``math500=data/test.jsonl?limit=250&max_tokens=1024`` (they win over ``[evaluate]``).
+EVAL_SPEC_KEYS = ("split", "limit", "max_tokens")
+
+
 def parse_eval_spec(spec: str) -> tuple[str, str | None, dict[str, str]]:
     """``NAME[=SOURCE][?KEY=VALUE&...]`` -> (dataset, source, filters).
 
     ``arithmetic?n=300`` evaluates 300 generated problems; ``gsm8k=data/test.jsonl`` a local copy.
+    The keys in :data:`EVAL_SPEC_KEYS` (``split``, ``limit``, ``max_tokens``) are returned among
+    the filters; :meth:`PipelineStages.eval_config` takes them out as that dataset's settings.
     """
     head, _, query = spec.partition("?")
     name, _, source = head.partition("=")

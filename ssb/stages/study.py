@@ -7,13 +7,19 @@ same verified solutions (rejection-sampling SFT)?  A study answers both with one
 2. **split** the kept records, seeded by record id, into ``DIR/data/train`` and ``DIR/data/heldout``
    (``heldout`` records are never trained on: every arm's held-out KL and CE are measured on them
    every ``eval_steps`` optimizer steps, so the training curves are not one noisy batch);
-3. **distill** every arm on the identical training records: an arm is a name plus ``ssb distill``
-   options over the shared ``[distill]`` ones (default arms: ``ssb`` = the paper's KL at T=2 with
-   the online teacher; ``sft`` = cross-entropy on the same solutions, no teacher);
-4. **evaluate** the base model and every arm on the identical problems with identical decoding;
+3. **distill** every training arm on the identical training records: an arm is a name plus
+   ``ssb distill`` options over the shared ``[distill]`` ones (default arms: ``ssb`` = the paper's
+   KL at T=2 with the online teacher; ``sft`` = cross-entropy on the same solutions, no teacher).
+   A **prompt arm** (``prompts = [...]``) trains nothing: it is the base model with another student
+   instruction, chosen among the listed templates by accuracy on a dev slice (``select_on``, an
+   eval spec), never on the eval sets;
+4. **evaluate** the base model and every arm on the identical problems with identical decoding.
+   The order puts the most important answer first: the base and then each arm in turn (trained,
+   then evaluated) on the first eval set; then every later eval set;
 5. **report**: ``DIR/study.json`` and ``DIR/report.md`` -- accuracy per arm with a 95% CI, paired
-   differences vs ``base`` and vs ``sft`` (bootstrap CI, exact McNemar p, discordant counts),
-   held-out curves and accuracy charts (``charts.json``, drawn by the CLI).
+   differences vs ``base``, vs ``sft`` and vs ``prompt`` (bootstrap CI, exact McNemar p,
+   discordant counts), held-out curves and accuracy charts (``charts.json``, drawn by the CLI),
+   rewritten after every completed evaluation (``complete: false`` and ``pending`` until the end).
 
 Every step runs as its own resumable stage (a child process fed a validated config), and a study
 killed at any point continues where it stopped when the same command is rerun.
@@ -40,6 +46,13 @@ DEFAULT_ARMS: list[dict[str, Any]] = [
     {"name": "sft", "loss": "ce=1", "teacher": "none"},
 ]
 BASE = "base"
+# Arms the report compares every other arm against, when the study has them.
+BASELINES = ("sft", "prompt")
+
+
+def is_prompt_arm(arm: dict[str, Any]) -> bool:
+    """A training-free arm: the base model with another instruction (``prompts = [...]``)."""
+    return "prompts" in arm
 
 
 @dataclass
@@ -66,8 +79,8 @@ class StudyConfig(PipelineStages, StageConfig):
     eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
     arms: list[dict[str, Any]] = option(
         default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
-        help="Training arms: each a table with a name and `ssb distill` options "
-        "(TOML: [[arms]]).")
+        help="Arms: each a table with a name and `ssb distill` options, or a prompt arm "
+        "(name, prompts = [templates], select_on = eval spec of a dev slice) (TOML: [[arms]]).")
     eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE][?K=V&...]",
                              help="Eval dataset NAME, NAME=SOURCE, with optional filters after "
                              "'?' (e.g. arithmetic?n=300) (repeatable; default: the curated "
@@ -103,10 +116,36 @@ class StudyConfig(PipelineStages, StageConfig):
         out = Path(self.out)
         self.curate_config(self.model, out / "curate")
         for arm in self.arms:
+            if is_prompt_arm(arm):
+                for key in [k for k in arm if "-" in k]:  # TOML spelling: select-on
+                    arm.setdefault(key.replace("-", "_"), arm.pop(key))
+                self._check_prompt_arm(arm)
+                continue
             self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
                                 out / "arms" / arm["name"])
         for spec in self.eval:
             self.eval_config(spec, self.model, None, out / "eval")
+
+    def _check_prompt_arm(self, arm: dict[str, Any]) -> None:
+        where = f"[[arms]] {arm['name']!r}"
+        prompts = arm.get("prompts")
+        if (not isinstance(prompts, list) or not prompts
+                or not all(isinstance(p, str) and p for p in prompts)):
+            raise ConfigError(f"{where}: prompts must be a non-empty list of template names")
+        unknown = set(arm) - {"name", "prompts", "select_on"}
+        if unknown:
+            raise ConfigError(f"{where}: a prompt arm takes name, prompts and select_on; "
+                              f"unknown: {sorted(unknown)}")
+        select_on = arm.get("select_on")
+        if len(prompts) > 1 and not isinstance(select_on, str):
+            raise ConfigError(f"{where}: {len(prompts)} prompts need select_on, the eval spec "
+                              "of the dev slice that chooses one (never an eval set)")
+        if select_on is not None and select_on in self.eval:
+            raise ConfigError(f"{where}: select_on must not be one of the eval sets")
+        out = Path(self.out)
+        for template in prompts:
+            for spec in ([select_on] if select_on else []) + list(self.eval):
+                self.eval_config(spec, self.model, None, out / "eval", template=template)
 
     def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path):
         from ssb.stages.distill.trainer import DistillConfig
@@ -188,46 +227,92 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
         n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
                                         config.seed, train_dir, held_dir)
         report.log(f"[study] {n_train} training record(s), {n_held} held out")
-        for arm in config.arms:
-            arm_dir = out / "arms" / arm["name"]
-            run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
-                      arm_dir, report, force=config.force, launcher=config.launcher)
-        for i, spec in enumerate(config.eval, 1):
-            name = parse_eval_spec(spec)[0]
-            for arm_name, adapter in [(BASE, None)] + [
-                    (a["name"], out / "arms" / a["name"] / "adapter") for a in config.arms]:
-                eval_dir = out / "eval" / name / arm_name
-                run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir),
-                          eval_dir, report, force=config.force)
-            if i < len(config.eval):
-                # A study runs for hours: what is complete is reported as it completes.
-                data, path = write_study(out, config, n_train, n_held, config.eval[:i])
-                report.log(f"[study] interim report {path} ({', '.join(data['pending'])} "
+
+        def interim() -> None:
+            data, path = write_study(out, config, n_train, n_held)
+            if data["pending"]:
+                report.log(f"[study] interim report {path} ({len(data['pending'])} evaluation(s) "
                            "pending)", report=str(path))
+
+        def evaluate(spec: str, arm_name: str, adapter: Path | None,
+                     template: str | None) -> None:
+            eval_dir = out / "eval" / parse_eval_spec(spec)[0] / arm_name
+            run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir,
+                                                 template=template),
+                      eval_dir, report, force=config.force)
+            interim()
+
+        # The most important answer first: on the first eval set, the base, then each arm in
+        # turn (trained or chosen, then evaluated); every later eval set after that.
+        first, *later = config.eval
+        evaluate(first, BASE, None, None)
+        plan: list[tuple[str, Path | None, str | None]] = []
+        for arm in config.arms:
+            if is_prompt_arm(arm):
+                adapter, template = None, choose_prompt(config, arm, report)
+            else:
+                arm_dir = out / "arms" / arm["name"]
+                run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
+                          arm_dir, report, force=config.force, launcher=config.launcher)
+                adapter, template = arm_dir / "adapter", None
+            plan.append((arm["name"], adapter, template))
+            evaluate(first, arm["name"], adapter, template)
+        for spec in later:
+            evaluate(spec, BASE, None, None)
+            for name, adapter, template in plan:
+                evaluate(spec, name, adapter, template)
         data, path = write_study(out, config, n_train, n_held)
         stage.finish()
         return StudyResult(out=out, report=path, study=data)
 
 
-def write_study(out: Path, config: StudyConfig, n_train: int, n_held: int,
-                specs: list[str] | None = None) -> tuple[dict[str, Any], Path]:
-    """study.json and report.md over the eval ``specs`` whose every arm is done (default: all)."""
-    data = build_study(out, config, n_train, n_held, specs)
+def choose_prompt(config: StudyConfig, arm: dict[str, Any], report: Reporter) -> str:
+    """The prompt arm's template: the only one listed, or the one with the highest accuracy on
+    the ``select_on`` dev slice (ties: the first listed).  ``DIR/select/ARM/choice.json``."""
+    prompts = list(arm["prompts"])
+    if len(prompts) == 1:
+        return prompts[0]
+    out = Path(config.out) / "select" / arm["name"]
+    scores: dict[str, dict[str, Any]] = {}
+    for template in prompts:
+        eval_dir = out / template
+        run_stage("eval", config.eval_config(arm["select_on"], config.model, None, eval_dir,
+                                             template=template),
+                  eval_dir, report, force=config.force)
+        summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
+        scores[template] = {"accuracy": summary["accuracy"]["mean"], "n": summary["n"]}
+    chosen = max(prompts, key=lambda t: (scores[t]["accuracy"], -prompts.index(t)))
+    atomic_write_json(out / "choice.json", {"select_on": arm["select_on"], "chosen": chosen,
+                                            "candidates": scores})
+    report.log(f"[study] arm {arm['name']}: {chosen} chosen on the dev slice ("
+               + ", ".join(f"{t} {100 * v['accuracy']:.1f}%" for t, v in scores.items()) + ")")
+    return chosen
+
+
+def write_study(out: Path, config: StudyConfig, n_train: int, n_held: int
+                ) -> tuple[dict[str, Any], Path]:
+    """study.json and report.md over every evaluation that has completed so far."""
+    data = build_study(out, config, n_train, n_held)
     atomic_write_json(out / "study.json", redact(data))
     return data, write_study_report(out, data)
 
 
-def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int,
-                specs: list[str] | None = None) -> dict[str, Any]:
+def _done(stage_dir: Path) -> bool:
+    from ssb.stages.run import STAGE_DONE
+
+    return (stage_dir / STAGE_DONE).is_file()
+
+
+def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> dict[str, Any]:
     """study.json: every number the report shows, read back from the stages' own files.
 
-    ``specs``: the eval specs to report (default: all of ``config.eval``); the others are
-    listed as ``pending`` and ``complete`` is false.
+    Only completed stages are read: an evaluation still to run is listed in ``pending``
+    (``DATASET:ARM``) and ``complete`` is false until none is.
     """
     from ssb.stages.evaluate import compare_runs
 
-    specs = list(config.eval) if specs is None else list(specs)
     arms = [a["name"] for a in config.arms]
+    trained = [a["name"] for a in config.arms if not is_prompt_arm(a)]
     curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
     data: dict[str, Any] = {
         "commit": _git_commit(), "config": config.manifest(),
@@ -237,35 +322,55 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int,
             "mean_teacher_tokens", "template")},
         "records": {"train": n_train, "heldout": n_held},
         "wall_seconds": {"curate": _seconds(out / "curate"),
-                         **{f"distill:{a}": _seconds(out / "arms" / a) for a in arms}},
-        "arms": {}, "eval": {},
-        "complete": len(specs) == len(config.eval),
-        "pending": [parse_eval_spec(x)[0] for x in config.eval if x not in specs],
+                         **{f"distill:{a}": _seconds(out / "arms" / a) for a in trained}},
+        "arms": {}, "prompts": {}, "eval": {}, "pending": [],
     }
-    for name in arms:
+    for arm in config.arms:
+        name = arm["name"]
+        if is_prompt_arm(arm):
+            choice = out / "select" / name / "choice.json"
+            data["prompts"][name] = (
+                json.loads(choice.read_text(encoding="utf-8")) if choice.exists()
+                else {"chosen": arm["prompts"][0]} if len(arm["prompts"]) == 1 else {})
+            for template in arm["prompts"] if len(arm["prompts"]) > 1 else []:
+                data["wall_seconds"][f"select:{name}:{template}"] = _seconds(
+                    out / "select" / name / template)
+            continue
         arm_dir = out / "arms" / name
+        if not _done(arm_dir):
+            continue
         manifest = json.loads((arm_dir / "manifest.json").read_text(encoding="utf-8"))
         held = list(read_jsonl(arm_dir / "heldout.jsonl")) if (arm_dir / "heldout.jsonl").exists() \
             else []
         data["arms"][name] = {"distill": manifest.get("config", {}),
                               "summary": manifest.get("summary", {}), "heldout": held}
-    for spec in specs:
+    for spec in config.eval:
         dataset = parse_eval_spec(spec)[0]
         dirs = {a: out / "eval" / dataset / a for a in [BASE, *arms]}
-        for a, d in dirs.items():
-            data["wall_seconds"][f"eval:{dataset}:{a}"] = _seconds(d)
-        versus_base = compare_runs([dirs[BASE]] + [dirs[a] for a in arms])
+        done = [a for a, d in dirs.items() if _done(d)]
+        data["pending"] += [f"{dataset}:{a}" for a in dirs if a not in done]
+        for a in done:
+            data["wall_seconds"][f"eval:{dataset}:{a}"] = _seconds(dirs[a])
+        if BASE not in done or len(done) < 2:
+            continue
+        evaluated = [a for a in arms if a in done]
+        versus_base = compare_runs([dirs[BASE]] + [dirs[a] for a in evaluated])
         entry: dict[str, Any] = {"problems": versus_base["shared_problems"],
                                  "runs": versus_base["runs"],
                                  "vs_base": versus_base["comparisons"],
+                                 "arms": evaluated,
                                  "notes": versus_base["notes"],
                                  "method": versus_base["method"]}
-        if "sft" in arms and len(arms) > 1:
-            versus_sft = compare_runs([dirs["sft"]] + [dirs[a] for a in arms if a != "sft"])
-            entry["vs_sft"] = versus_sft["comparisons"]
-        for run, label in zip(entry["runs"], [BASE, *arms]):
+        for baseline in BASELINES:
+            others = [a for a in evaluated if a != baseline]
+            if baseline in evaluated and others:
+                versus = compare_runs([dirs[baseline]] + [dirs[a] for a in others])
+                entry[f"vs_{baseline}"] = versus["comparisons"]
+                entry[f"vs_{baseline}_arms"] = others
+        for run, label in zip(entry["runs"], [BASE, *evaluated]):
             run["arm"] = label
         data["eval"][dataset] = entry
+    data["complete"] = not data["pending"]
     return data
 
 
@@ -294,8 +399,9 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     lines = ["# SSB study", "",
              f"Commit `{data.get('commit') or 'unknown'}`; config in `study.json`.", ""]
     if data.get("pending"):
-        lines += [f"**In progress**: the evaluation on {', '.join(data['pending'])} has not "
-                  "finished; this report covers the stages that have.", ""]
+        lines += [f"**In progress**: {len(data['pending'])} evaluation(s) still to run "
+                  f"({', '.join(data['pending'])}); this report covers those that have "
+                  "finished.", ""]
     lines += ["## Curation", "",
               f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
               f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
@@ -304,11 +410,18 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
               f"- records: {data['records']['train']} train, {data['records']['heldout']} "
               "held out (never trained on)", ""]
     charts: list[dict[str, Any]] = []
+    for name, prompt in data.get("prompts", {}).items():
+        cands = prompt.get("candidates") or {}
+        lines += [f"## Prompt arm `{name}`", "",
+                  f"- instruction: `{prompt.get('chosen') or 'not chosen yet'}`"
+                  + (f", chosen on `{prompt['select_on']}` by dev accuracy: "
+                     + ", ".join(f"`{t}` {_pct(v['accuracy'])} of {v['n']}"
+                                 for t, v in cands.items()) if cands else ""), ""]
     lines += ["## Training (held-out records)", "",
               "| arm | loss | teacher | steps | held-out KL start → end | held-out CE start → end |",
               "|---|---|---|---|---|---|"]
     for name in arms:
-        arm = data["arms"][name]
+        arm = data["arms"][name]  # trained arms whose distill is complete
         held = arm["heldout"]
         kl = (f"{held[0]['kl']:.4f} → {held[-1]['kl']:.4f}" if held else "-")
         ce = (f"{held[0]['ce']:.4f} → {held[-1]['ce']:.4f}" if held else "-")
@@ -324,10 +437,12 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
         for run in entry["runs"]:
             lines.append(f"| {run['arm']} | {_pct(run['accuracy'])} | {_pct(run['ci_low'])} – "
                          f"{_pct(run['ci_high'])} |")
-        lines += [""] + _comparison_rows(entry["vs_base"], BASE, arms) + [""]
-        if "vs_sft" in entry:
-            lines += _comparison_rows(entry["vs_sft"], "sft", [a for a in arms if a != "sft"])
-            lines.append("")
+        lines += [""] + _comparison_rows(entry["vs_base"], BASE, entry["arms"]) + [""]
+        for baseline in BASELINES:
+            if f"vs_{baseline}" in entry:
+                lines += _comparison_rows(entry[f"vs_{baseline}"], baseline,
+                                          entry[f"vs_{baseline}_arms"])
+                lines.append("")
         for note in entry["notes"]:
             lines.append(f"> note: {note}")
         png = f"plots/accuracy-{dataset}.png"
@@ -349,4 +464,4 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
 
 
 __all__ = ["StudyConfig", "StudyResult", "study", "split_records", "build_study", "write_study",
-           "DEFAULT_ARMS"]
+           "choose_prompt", "is_prompt_arm", "DEFAULT_ARMS"]

@@ -48,3 +48,6 @@ def register_verifiers(register):
 def register_prompts(register):
     register(PromptTemplate("coinflip", "1", "coinflip", "You are a test.", "{question}",
                             "{question}\nRight: {correct}\nWrong: {wrong}\nWrite it well."))
+    # A second instruction (after the default): a study's prompt arm chooses between the two.
+    register(PromptTemplate("terse", "1", "coinflip", "Answer in one word.", "{question}",
+                            "{question}\nRight: {correct}\nWrong: {wrong}\nWrite it well."))

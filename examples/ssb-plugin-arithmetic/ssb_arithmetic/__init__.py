@@ -13,7 +13,7 @@ from ssb.answers import Extraction, extract_answer, parse_number
 from ssb.dataio import BadField, Row, load_problems, text_field
 from ssb.errors import SsbError
 from ssb.hookspecs import hookimpl
-from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, instruction_templates, make_template
 from ssb.records import Problem, Verdict
 from ssb.types import DatasetLoader, LoadResult
 
@@ -110,3 +110,5 @@ def register_verifiers(register):
 def register_prompts(register):
     register(TEMPLATE)
     register(TEMPLATE_V1)
+    for template in instruction_templates("arithmetic"):  # the study's training-free `prompt` arm
+        register(template)

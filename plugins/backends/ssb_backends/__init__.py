@@ -48,7 +48,9 @@ _BACKENDS: dict[str, dict[str, Any]] = {
                  O("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter"),
                  # Not volatile: above 3 rows llama.cpp uses other kernels (float rounding), so
                  # a resumed run keeps it to reproduce its texts exactly.
-                 O("n_parallel", int, 8, "sequences decoded together per llama_decode "
+                 # 32: the fastest of 1/8/16/32 in benchmarks/generation_sweep.py on 2 cores
+                 # (1.94x one-at-a-time vs 1.54x at 8); the KV cache holds n_parallel x n_ctx.
+                 O("n_parallel", int, 32, "sequences decoded together per llama_decode "
                    "(1: one at a time)"))),
     "openai": dict(
         module="ssb_backends.openai_compat",

@@ -13,7 +13,7 @@ from ssb.answers import Extraction, extract_answer, parse_number
 from ssb.dataio import BadField, Row, load_problems, text_field
 from ssb.errors import SsbError
 from ssb.hookspecs import hookimpl
-from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, instruction_templates, make_template
 from ssb.records import Problem, Verdict
 from ssb.types import DatasetLoader, LoadResult
 from ssb.verification import DEFAULT_TIMEOUT, latex_equal
@@ -38,9 +38,19 @@ def gold_from_solution(answer: str) -> str:
 
 def load(source: str | None = None, split: str = "train", skip_bad: bool = False,
          filters: dict[str, Any] | None = None) -> LoadResult:
-    """GSM8K problems; ``id`` is ``gsm8k/{split}/{row index}``."""
+    """GSM8K problems; ``id`` is ``gsm8k/{split}/{row index}``.
+
+    Filter ``rows=START:STOP``: only the rows with ``START <= index < STOP`` (0-based, file
+    order; either bound may be left out), e.g. a dev slice of ``train`` that curation never reads.
+    """
+    filters = dict(filters or {})
+    rows = filters.pop("rows", None)
     if filters:
-        raise SsbError(f"dataset 'gsm8k' takes no filters (got {sorted(filters)})")
+        raise SsbError(f"dataset 'gsm8k' filters on 'rows' only (got {sorted(filters)})")
+    keep = None
+    if rows is not None:
+        start, stop = _row_range(str(rows))
+        keep = lambda row: start <= row.index and (stop is None or row.index < stop)  # noqa: E731
 
     def normalize(row: Row) -> Problem:
         question = text_field(row, "question")
@@ -51,7 +61,20 @@ def load(source: str | None = None, split: str = "train", skip_bad: bool = False
                        dataset="gsm8k", metadata={"solution": solution})
 
     return load_problems(source or HUB_ID, split, normalize, skip_bad=skip_bad,
-                         hub_config=HUB_CONFIG)
+                         hub_config=HUB_CONFIG, keep=keep)
+
+
+def _row_range(text: str) -> tuple[int, int | None]:
+    head, colon, tail = text.partition(":")
+    try:
+        start = int(head) if head.strip() else 0
+        stop = int(tail) if tail.strip() else None
+    except ValueError:
+        start, stop = -1, None
+    if not colon or start < 0 or (stop is not None and stop <= start):
+        raise SsbError(f"dataset 'gsm8k': filter rows={text!r} must be START:STOP with "
+                       "0 <= START < STOP (either may be left out)")
+    return start, stop
 
 
 class GSM8KVerifier:
@@ -108,3 +131,5 @@ def register_verifiers(register):
 def register_prompts(register):
     register(TEMPLATE)
     register(TEMPLATE_V1)
+    for template in instruction_templates("gsm8k"):  # the study's training-free `prompt` arm
+        register(template)

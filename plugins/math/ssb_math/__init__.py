@@ -5,7 +5,7 @@ MATH with subject/level filters), the verifier domain ``math`` and the template 
 from __future__ import annotations
 
 from ssb.hookspecs import hookimpl
-from ssb.prompts import TEACHER_TEMPLATE_V2, make_template
+from ssb.prompts import TEACHER_TEMPLATE_V2, instruction_templates, make_template
 from ssb_math.datasets import LOADERS
 from ssb_math.verifier import MathVerifier
 
@@ -32,3 +32,5 @@ def register_verifiers(register):
 def register_prompts(register):
     register(TEMPLATE)
     register(TEMPLATE_V1)
+    for template in instruction_templates("math"):  # the study's training-free `prompt` arm
+        register(template)
