@@ -6,12 +6,15 @@
   reused from llama-cpp-python's KV prefix cache), on the very same loaded model, with the same
   threads, chat template, sampling settings and per-rollout seeds.
 
-Aggregate rollout tokens/s (completion tokens of all rollouts / wall seconds) on GSM8K questions
-with the math-tutor system prompt, the embedded small model.  Two workloads, each with the
-sampling settings ssb uses for it: curate-like (several problems x K samples at ``ssb curate``'s
-defaults, the paper's T=0.8 top-k 50, read from ``CurateConfig``) and ``ssb generate -n 8 -t 0.8``
-(one prompt, 8 samples, generate's default top-p 1 / top-k off: every rollout starts together,
-so the batch drains at the end).  ``--top-p 0.95`` (no top-k) is the costly case: llama.cpp's
+Aggregate tokens/s (completion tokens of all rollouts / wall seconds) on GSM8K questions with
+the math-tutor system prompt, the embedded small model, the backend at its defaults.  Four
+workloads, each with the settings ssb uses for it (read from ``CurateConfig``/``EvalConfig``):
+curate's rollouts (several problems x K samples, the paper's T=0.8 top-k 50); curate's hinted
+teacher (as many hinted prompts as one default curate batch selects, about a third of it, at the
+teacher's T=0.4; the prompt holds a correct and a wrong attempt, here the GSM8K reference
+solution and a copy with its answer changed); eval (one default eval batch of problems, greedy);
+and ``ssb generate -n 8 -t 0.8`` (one prompt, 8 samples, generate's default top-p 1 / top-k off:
+every rollout starts together, so the batch drains at the end).  ``--top-p 0.95`` (no top-k) is the costly case: llama.cpp's
 top-p sampler sorts the whole 151,936-token vocabulary for every token, ~5-9 ms here, in both
 methods; ``benchmarks/generation_sweep.py --top-k 0 --top-p 0.95`` measures it.  The two
 methods run ABBA (ours, baseline on the first half of the problems, then baseline, ours on the
@@ -49,15 +52,40 @@ THREADS = int(os.environ.get("SSB_BENCH_THREADS", os.cpu_count() or 2))
 
 
 def questions(k: int) -> list[str]:
+    return [q for q, _ in rows(k)]
+
+
+def rows(k: int) -> list[tuple[str, str]]:
+    """(question, reference solution without calculator annotations) of the first k rows."""
+    import re
+
     if GSM8K.is_file():
         out = []
         with open(GSM8K, encoding="utf-8") as f:
             for line in f:
-                out.append(json.loads(line)["question"])
+                row = json.loads(line)
+                answer = re.sub(r"<<[^>]*>>", "", row["answer"])
+                head, _, gold = answer.rpartition("####")
+                out.append((row["question"], f"{head.strip()}\n\\boxed{{{gold.strip()}}}"))
                 if len(out) == k:
                     break
         return out
-    return [FALLBACK[i % len(FALLBACK)] for i in range(k)]
+    return [(FALLBACK[i % len(FALLBACK)], "\\boxed{72}") for i in range(k)]
+
+
+def teacher_conversations(k: int) -> list[list[dict]]:
+    """Hinted-teacher prompts as curate builds them (the gsm8k default template): the reference
+    solution as the correct attempt, the same with its last number changed as the wrong one."""
+    import re
+
+    from ssb.plugins import get_registry
+
+    template = get_registry().template("gsm8k")
+    convs = []
+    for question, solution in rows(k):
+        wrong = re.sub(r"\\boxed\{([^}]*)\}", lambda m: "\\boxed{" + m.group(1) + "1}", solution)
+        convs.append(template.teacher_messages(question, solution, wrong))
+    return convs
 
 
 def plain_loop(backend, conversations, params) -> list[list[tuple[str, int]]]:
@@ -124,19 +152,33 @@ def run(quick: bool) -> list[dict]:
     curate = CurateConfig.__dataclass_fields__
     curate_sampling = {"temperature": curate["temperature"].default,
                        "top_k": curate["top_k"].default, "top_p": curate["top_p"].default}
+    from ssb.stages.evaluate import EvalConfig
+
+    teacher_sampling = {**curate_sampling, "temperature": curate["teacher_temperature"].default}
+    # How many hinted prompts one curate batch sends at once: the batch's selected problems,
+    # about a third of CurateConfig's default batch (the arithmetic study kept 157 of 240).
+    n_teacher = max(2, curate["batch_size"].default // 3)
+    eval_batch = EvalConfig.__dataclass_fields__["batch_size"].default
     workloads = [
-        # (label, prompts, samples per prompt, sampling)
-        ("curate-like", 4 if quick else 8, curate["rollouts"].default, curate_sampling),
-        ("generate -n 8 -t 0.8", 1, 8, {"temperature": 0.8, "top_k": 0, "top_p": 1.0}),
+        # (label, prompts, samples per prompt, sampling, conversations builder)
+        ("curate rollouts", 4 if quick else 8, curate["rollouts"].default, curate_sampling,
+         None),
+        ("curate hinted teacher", 4 if quick else n_teacher, 1, teacher_sampling,
+         teacher_conversations),
+        ("eval, greedy", 8 if quick else eval_batch, 1,
+         {"temperature": 0.0, "top_k": 0, "top_p": 1.0}, None),
+        ("generate -n 8 -t 0.8", 1, 8, {"temperature": 0.8, "top_k": 0, "top_p": 1.0}, None),
     ]
+    # The backend at its defaults (n_parallel included), as curate and eval create it.
     backend = get_registry().backend("llama.cpp").create(ref.location, n_threads=THREADS,
                                                           n_ctx=2048)
     rows = []
     try:
-        qs = questions(max(p for _, p, _, _ in workloads))
-        for label, n_prompts, n, sampling in workloads:
-            convs = [[{"role": "system", "content": MATH_TUTOR_SYSTEM},
-                      {"role": "user", "content": q}] for q in qs[:n_prompts]]
+        qs = questions(max(p for _, p, _, _, _ in workloads))
+        for label, n_prompts, n, sampling, build in workloads:
+            convs = build(n_prompts) if build is not None else [
+                [{"role": "system", "content": MATH_TUTOR_SYSTEM}, {"role": "user", "content": q}]
+                for q in qs[:n_prompts]]
             params = SamplingParams(n=n, max_new_tokens=max_tokens, seed=0, **sampling)
             load_before = os.getloadavg()
             m = measure(backend, convs, params)
@@ -144,7 +186,7 @@ def run(quick: bool) -> list[dict]:
             ours = m["ours"]["tokens"] / m["ours"]["seconds"]
             base = m["base"]["tokens"] / m["base"]["seconds"]
             rows.append({
-                "metric": f"rollout tokens/s, {label} ({n_prompts} prompt(s) x {n} samples)",
+                "metric": f"tokens/s, {label} ({n_prompts} prompt(s) x {n} samples)",
                 "ours": ours, "baseline": base, "ratio": ours / base,
                 "unit": "tok/s", "higher_is_better": True, "target": 2 * base,
                 "note": (f"ours: n_parallel={backend.n_parallel}, {m['ours']['tokens']} tokens "
