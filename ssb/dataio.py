@@ -48,6 +48,9 @@ def resolve_local(source: str, split: str) -> Path:
                 return candidate
         raise SsbError(f"{path}: no {split}.jsonl, {split}.json or {split}.parquet in this folder")
     if not path.is_file():
+        from ssb.journal import open_input
+
+        open_input(path, "dataset file").close()  # names what it is: a FIFO, a loop, missing
         raise SsbError(f"dataset file not found: {path}")
     if path.suffix.lower() not in LOCAL_FORMATS:
         raise SsbError(f"{path}: unsupported file type (use .jsonl, .json or .parquet)")
@@ -64,16 +67,16 @@ def _quiet_datasets():
 
 def _jsonl_line_numbers(path: Path) -> list[int]:
     """1-based numbers of the non-blank lines (the rows ``datasets`` reads, in order)."""
-    numbers = []
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                numbers.append(number)
-    return numbers
+    from ssb.journal import iter_lines
+
+    return [number for number, raw in iter_lines(path, "dataset file") if raw.strip()]
 
 
 def read_local_rows(path: Path) -> Iterator[Row]:
     """Rows of a local file through ``datasets``; unreadable files -> DataError with the line."""
+    from ssb.journal import open_input
+
+    open_input(path, "dataset file").close()  # a regular file (not a FIFO or a /proc file)
     fmt = LOCAL_FORMATS[path.suffix.lower()]
     is_jsonl = path.suffix.lower() == ".jsonl"
     if is_jsonl:
@@ -95,20 +98,19 @@ def read_local_rows(path: Path) -> Iterator[Row]:
 
 
 def _raw_jsonl_rows(path: Path) -> Iterator[Row]:
-    import json
+    from ssb.journal import read_jsonl_numbered
 
-    index = 0
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if raw.strip():
-                yield Row(data=json.loads(raw), index=index, line=number)
-                index += 1
+    for index, (number, data) in enumerate(read_jsonl_numbered(path, what="dataset file")):
+        yield Row(data=data, index=index, line=number)
 
 
 def _validate_jsonl(path: Path) -> None:
+    """Every line through ssb's bounded reader before arrow sees the file: invalid JSON, a row
+    over ``MAX_LINE_BYTES`` (arrow would hold it many times over) or nested past
+    ``MAX_JSON_DEPTH`` is refused with its line."""
     from ssb.journal import read_jsonl
 
-    for _ in read_jsonl(path):  # raises DataError(path, line) on a bad line
+    for _ in read_jsonl(path, what="dataset file"):  # raises DataError(path, line)
         pass
 
 

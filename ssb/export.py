@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ssb.errors import SsbError
+from ssb.journal import check_write_target, set_output_mode
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -70,6 +71,7 @@ class ExportReport:
     alpha: float
     rescaled_modules: int  # modules whose lora_b absorbed a peft/llama.cpp scale difference
     base: str | None
+    card: str | None = None  # the adapter's model card, copied beside the GGUF
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -157,7 +159,14 @@ def base_architecture(base: str | os.PathLike) -> tuple[str, str, dict[str, tupl
     if ref.kind == "gguf":
         import gguf
 
-        reader = gguf.GGUFReader(ref.location)
+        from ssb.journal import open_input
+
+        open_input(ref.location, "base GGUF").close()  # a regular file (not a FIFO, /proc)
+        try:
+            reader = gguf.GGUFReader(ref.location)
+        except (ValueError, OSError, KeyError, IndexError, TypeError) as exc:
+            raise SsbError(f"{ref.location}: not a readable GGUF file ({exc}); --base takes a "
+                           ".gguf model, an HF directory or 'default'") from None
         field = reader.fields.get(gguf.Keys.General.ARCHITECTURE)
         if field is None:
             raise SsbError(f"{ref.location}: GGUF has no general.architecture")
@@ -191,6 +200,25 @@ def _module_pattern_value(pattern: dict[str, Any] | None, module_name: str, defa
     return default
 
 
+def _check_can_create(path: Path, what: str) -> None:
+    """Refuse, before converting, a target that cannot be created: under a file, in a folder
+    that is not writable, or on a kernel pseudo-filesystem (``/proc``), where the atomic
+    write's temporary file would fail with a traceback after the work is done."""
+    import tempfile
+
+    parent = path.parent  # the nearest existing folder (missing ones are created)
+    while not os.path.lexists(parent) and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise SsbError(f"{what} {path}: {parent} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=parent, prefix=f".{path.name}."):
+            pass
+    except OSError as exc:
+        raise SsbError(f"{what} {path}: cannot create a file in {parent} "
+                       f"({exc.strerror or type(exc).__name__})") from None
+
+
 def export_lora_to_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathLike,
                         base: str | os.PathLike | None = None) -> ExportReport:
     """Write ``adapter_dir`` (peft LoRA) as a llama.cpp GGUF LoRA adapter at ``out_path``.
@@ -204,9 +232,11 @@ def export_lora_to_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathL
 
     adapter_dir = Path(adapter_dir)
     out_path = Path(out_path)
-    if out_path.is_dir():
+    if out_path.is_dir() and not out_path.is_symlink():
         raise SsbError(f"GGUF output {out_path} is a directory; name the file to write, e.g. "
                        f"{out_path / (adapter_dir.name + '.gguf')}")
+    check_write_target(out_path, "GGUF output")  # no device node, FIFO or symlink replaced
+    _check_can_create(out_path, "GGUF output")
     cfg = read_adapter_config(adapter_dir)
     weights_path = adapter_dir / ADAPTER_WEIGHTS
     check_adapter(adapter_dir)  # whole file, one rank per pair, the rank the config declares
@@ -284,12 +314,32 @@ def export_lora_to_gguf(adapter_dir: str | os.PathLike, out_path: str | os.PathL
         out_tensors.append((gguf_name + ".lora_b", b))
 
     _write_gguf(out_path, arch, lora_alpha, out_tensors, name=adapter_dir.name)
+    card = copy_model_card(adapter_dir, out_path)
     rank: int | list[int] = ranks.pop() if len(ranks) == 1 else sorted(ranks)
     return ExportReport(
         path=str(out_path), architecture=arch, tensors=len(out_tensors), modules=len(pairs),
         layers=len({layer for layer, _ in pairs}), rank=rank, alpha=lora_alpha,
         rescaled_modules=rescaled, base=base_location,
+        card=str(card) if card is not None else None,
     )
+
+
+def copy_model_card(adapter_dir: Path, out_path: Path) -> Path | None:
+    """The adapter's model card (``README.md``, :mod:`ssb.modelcard`) beside the GGUF file:
+    ``NAME.gguf`` -> ``NAME.README.md``, with a line saying what the file is.  None without one."""
+    from ssb.journal import atomic_write_text
+    from ssb.modelcard import CARD
+
+    source = Path(adapter_dir) / CARD
+    if not source.is_file():
+        return None
+    dest = out_path.with_name(out_path.stem + "." + CARD)
+    check_write_target(dest, "model card")
+    note = (f"\n## GGUF\n\n`{out_path.name}` is this adapter converted by `ssb export` for "
+            f"llama.cpp (a LoRA adapter: load it next to the base model's GGUF, e.g. "
+            f"`llama-cli -m BASE.gguf --lora {out_path.name}`).\n")
+    atomic_write_text(dest, source.read_text(encoding="utf-8").rstrip("\n") + "\n" + note)
+    return dest
 
 
 def _check_supported_config(cfg: dict[str, Any], path: Path) -> None:
@@ -330,6 +380,8 @@ def _write_gguf(out_path: Path, arch: str, alpha: float, tensors: list[tuple[str
         with open(tmp_name, "rb+") as f:
             os.fsync(f.fileno())
         _check_written(Path(tmp_name), tensors, out_path)
+        check_write_target(out_path, "GGUF output")  # again: it may have appeared meanwhile
+        set_output_mode(tmp_name)  # mkstemp's 0600 -> the mode of every ssb output
         os.replace(tmp_name, out_path)
     except OSError as exc:
         from ssb.errors import DiskFull, disk_full_cause
@@ -398,3 +450,133 @@ def ensure_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathL
     atomic_write_json(stamp, {"adapter": str(Path(adapter_dir).resolve()),
                               "fingerprint": fingerprint, "export": report.to_dict()})
     return out_path
+
+
+# -- a round-r student: the sum of several rounds' LoRA deltas as one LoRA ---------------------
+
+FOLD_STAMP = "ssb-folded.json"  # in a folded adapter directory: its ordered sources
+
+
+def _peft_module_scale(cfg: dict[str, Any], name: str, rank: int) -> float:
+    """peft's scaling for one module: alpha / r (alpha / sqrt(r) with rsLoRA), with
+    ``alpha_pattern`` applied."""
+    alpha = float(_module_pattern_value(cfg.get("alpha_pattern"), name,
+                                        float(cfg.get("lora_alpha", 8))))
+    return alpha / (math.sqrt(rank) if cfg.get("use_rslora") else rank)
+
+
+def fold_adapters(adapters: list[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
+    """Write one peft LoRA whose update is the sum of ``adapters``' updates (a round-r student).
+
+    Round r's LoRA is trained on the weights of round r-1 merged in, so the round-r student is
+    ``W + s1*B1@A1 + ... + sr*Br@Ar``.  Per module that is one LoRA of rank r1+...+rr:
+    ``A = [A1; ...; Ar]`` (rows stacked), ``B = [s1*B1 ... sr*Br]`` (columns), with each round's
+    scale folded into its B and the folded adapter's own scale 1 (``lora_alpha`` = its rank,
+    per module through ``rank_pattern``/``alpha_pattern`` where ranks differ).  A module only some
+    rounds adapt gets only their blocks.  It loads wherever a peft LoRA loads on the base model
+    (transformers, vLLM) and exports with :func:`export_lora_to_gguf` for llama.cpp.  Written
+    atomically; ``out_dir`` is replaced.
+    """
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    sources = [Path(a) for a in adapters]
+    if not sources:
+        raise SsbError("fold_adapters: no adapters given")
+    configs: list[dict[str, Any]] = []
+    blocks: dict[str, list[tuple[Any, Any]]] = {}  # module key prefix -> [(A, s*B)] in order
+    for src in sources:
+        ranks = check_adapter(src)
+        cfg = read_adapter_config(src)
+        _check_supported_config(cfg, src / ADAPTER_CONFIG)
+        configs.append(cfg)
+        try:
+            tensors = load_file(str(src / ADAPTER_WEIGHTS))
+        except Exception as exc:  # safetensors' own error types
+            raise SsbError(f"{src / ADAPTER_WEIGHTS}: cannot read safetensors ({exc})") from None
+        pairs: dict[str, dict[str, Any]] = {}
+        for key, value in tensors.items():
+            m = _ADAPTER_KEY.match(key)
+            if m is None:
+                raise SsbError(f"{src / ADAPTER_WEIGHTS}: tensor {key!r} is not a LoRA A/B "
+                               "weight; only plain LoRA adapters can be folded")
+            pairs.setdefault(m["module"], {})[m["ab"]] = value
+        for module, ab in pairs.items():
+            name = module.removeprefix("base_model.model.")
+            scale = _peft_module_scale(cfg, name, ranks[name])
+            a = np.asarray(ab["A"], dtype=np.float64)
+            b = np.asarray(ab["B"], dtype=np.float64) * scale
+            blocks.setdefault(module, []).append((a, b))
+
+    out_tensors: dict[str, Any] = {}
+    folded_ranks: dict[str, int] = {}
+    for module, parts in sorted(blocks.items()):
+        a = np.concatenate([p[0] for p in parts], axis=0)
+        b = np.concatenate([p[1] for p in parts], axis=1)
+        out_tensors[f"{module}.lora_A.weight"] = np.ascontiguousarray(a, dtype=np.float32)
+        out_tensors[f"{module}.lora_B.weight"] = np.ascontiguousarray(b, dtype=np.float32)
+        folded_ranks[module.removeprefix("base_model.model.")] = a.shape[0]
+
+    counts: dict[int, int] = {}
+    for rank in folded_ranks.values():
+        counts[rank] = counts.get(rank, 0) + 1
+    rank = max(counts, key=lambda k: (counts[k], k))
+    # Scale 1 for every module: alpha = rank (a module of another rank gets its own pair).
+    pattern = {re.escape(name): r for name, r in sorted(folded_ranks.items()) if r != rank}
+    leaves = sorted({name.rsplit(".", 1)[-1] for name in folded_ranks})
+    cfg = dict(configs[0])
+    cfg.update({"r": rank, "lora_alpha": rank, "use_rslora": False, "rank_pattern": pattern,
+                "alpha_pattern": dict(pattern), "target_modules": leaves,
+                "layers_to_transform": None, "layers_pattern": None, "lora_dropout": 0.0,
+                "inference_mode": True})
+    stamp = {"adapters": [str(s.resolve()) for s in sources],
+             "fingerprints": [adapter_fingerprint(s) for s in sources],
+             "ranks": [int(c.get("r", 8)) for c in configs], "rank": rank}
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        save_file(out_tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        from ssb.journal import atomic_write_json
+
+        atomic_write_json(tmp / ADAPTER_CONFIG, cfg)
+        atomic_write_json(tmp / FOLD_STAMP, stamp)
+        with open(tmp / ADAPTER_WEIGHTS, "rb+") as f:
+            os.fsync(f.fileno())
+        from ssb.journal import output_mode
+
+        mode = output_mode()  # mkdtemp's 0700 -> what mkdir gives (x wherever r is)
+        os.chmod(tmp, mode | ((mode & 0o444) >> 2))
+        if out_dir.exists():  # a stale fold: moved aside, then removed
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(out_dir, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(tmp, out_dir)
+    except OSError as exc:
+        from ssb.errors import DiskFull, disk_full_cause
+
+        if disk_full_cause(exc) is not None:
+            raise DiskFull(str(out_dir)) from exc
+        raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+def ensure_folded_adapter(adapters: list[str | os.PathLike], out_dir: str | os.PathLike) -> Path:
+    """:func:`fold_adapters` unless ``out_dir`` already holds the fold of the same adapters (same
+    order, same content); so a rerun after a kill never folds twice nor keeps a stale fold."""
+    out_dir = Path(out_dir)
+    try:
+        stamp = json.loads((out_dir / FOLD_STAMP).read_text(encoding="utf-8"))
+        if (stamp.get("fingerprints") == [adapter_fingerprint(a) for a in adapters]
+                and (out_dir / ADAPTER_WEIGHTS).is_file()):
+            return out_dir
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+    return fold_adapters(adapters, out_dir)

@@ -120,6 +120,45 @@ def cross_entropy(inputs: LossInputs) -> torch.Tensor:
     return F.cross_entropy(logits, inputs.target_ids.to(logits.device))
 
 
+def check_loss_params(name: str, fn, params: dict[str, float]) -> None:
+    """Refuse, while the config is checked (before any output exists), parameters that a loss
+    does not take or refuses.  Found in training, they failed the first step and left a manifest
+    that refused the corrected command.  The loss runs once on a small random input with them,
+    after once without (a loss that needs inputs this probe lacks is not judged here)."""
+    if not params:
+        return
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None and not any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+        known = [p.name for p in list(sig.parameters.values())[1:]
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise SsbError(f"--loss: {name} has no parameter {unknown[0]!r} "
+                           f"(its parameters: {', '.join(known) or 'none'})")
+    gen = torch.Generator().manual_seed(0)
+    probe = LossInputs(student_logits=torch.randn(4, 16, generator=gen),
+                       target_ids=torch.randint(0, 16, (4,), generator=gen),
+                       teacher_logits=torch.randn(4, 16, generator=gen))
+    with torch.no_grad():
+        try:
+            fn(probe)
+        except Exception:  # noqa: BLE001 - the probe does not suit this loss: not judged
+            return
+        try:
+            value = torch.as_tensor(fn(probe, **params))
+        except SsbError as exc:
+            raise SsbError(f"--loss {name}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, RuntimeError) as exc:
+            raise SsbError(f"--loss {name} with {params}: {type(exc).__name__}: {exc}") from None
+    if not bool(torch.isfinite(value).all()):
+        raise SsbError(f"--loss {name} with {params} gives a non-finite loss")
+
+
 BUILTIN = {"kl": forward_kl, "rkl": reverse_kl, "jsd": jsd, "ce": cross_entropy}
 
 

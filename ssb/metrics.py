@@ -11,7 +11,11 @@ Conventions (also written into every ``summary.json``):
 - pass@k is the unbiased estimator of Chen et al. (2021), ``1 - C(n-c, k) / C(n, k)``, computed as
   a product of ratios so it neither overflows nor loses precision at large n.
 - Two runs are compared *paired*, on the problems they share: a percentile bootstrap of the mean
-  per-problem difference, and (for binary outcomes) the exact two-sided McNemar test.
+  per-problem difference, and (for binary outcomes) the exact two-sided McNemar test, computed in
+  integers.
+- Bootstraps take O(resamples + n) memory at any n: data with few distinct values (0/1 outcomes
+  and their -1/0/+1 differences) is resampled by one multinomial draw per resample, other data
+  in bounded chunks of indices; ``resamples`` is at most :data:`MAX_RESAMPLES`.
 """
 
 from __future__ import annotations
@@ -51,11 +55,59 @@ def bootstrap_mean_interval(values: Sequence[float], *, confidence: float = 0.95
     x = np.asarray(values, dtype=np.float64)
     if x.size == 0:
         return (0.0, 1.0)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
+    means = bootstrap_means(x, resamples, np.random.default_rng(seed))
     tail = (1.0 - confidence) / 2
     lo, hi = np.quantile(means, [tail, 1.0 - tail])
     return (float(lo), float(hi))
+
+
+# Bootstrap memory stays bounded whatever n is: at most this many resample indices at a time
+# (8 MB of int64), and few-valued data never draws indices at all.
+BOOTSTRAP_CHUNK = 1 << 20
+MAX_RESAMPLES = 1_000_000  # 8 MB of means; more buys no precision a 95% interval can use
+FEW_VALUES = 64  # up to this many distinct values, each resample is one multinomial draw
+
+
+def check_resamples(resamples: int) -> int:
+    """``resamples`` if it is a sane bootstrap size, else ValueError (a one-line message)."""
+    if not isinstance(resamples, (int, np.integer)) or not 1 <= resamples <= MAX_RESAMPLES:
+        raise ValueError(f"resamples must be an integer from 1 to {MAX_RESAMPLES:,}, "
+                         f"got {resamples!r}")
+    return int(resamples)
+
+
+def bootstrap_means(x: np.ndarray, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """The means of ``resamples`` bootstrap resamples of ``x`` (1-D float array), in
+    O(resamples + n) memory.
+
+    A resample of n values drawn with replacement is, in distribution, the multinomial
+    ``Mult(n, p)`` count of each distinct value v (p: their frequencies in ``x``), so its mean
+    is ``counts @ v / n``.  Data with few distinct values (0/1 outcomes, whose paired
+    differences take only -1, 0, +1, or per-problem scores over k samples) is resampled with
+    one multinomial draw per resample; other data draws indices in chunks of at most
+    :data:`BOOTSTRAP_CHUNK`.
+    """
+    resamples = check_resamples(resamples)
+    n = x.size
+    values, counts = np.unique(x, return_counts=True)
+    if values.size <= FEW_VALUES:
+        draws = rng.multinomial(n, counts / n, size=resamples)  # [resamples, distinct]
+        if np.all(values == np.round(values)) and np.all(np.abs(values) <= 2 ** 20):
+            # Integer values (the 0/1 case): exact integer sums, so a zero difference is 0.0.
+            return (draws @ values.astype(np.int64)) / n
+        return (draws @ values) / n
+    out = np.empty(resamples, dtype=np.float64)
+    per_chunk = max(1, BOOTSTRAP_CHUNK // n)
+    for start in range(0, resamples, per_chunk):
+        stop = min(resamples, start + per_chunk)
+        if per_chunk == 1 and n > BOOTSTRAP_CHUNK:  # one resample larger than a chunk
+            total = 0.0
+            for lo in range(0, n, BOOTSTRAP_CHUNK):
+                total += x[rng.integers(0, n, size=min(BOOTSTRAP_CHUNK, n - lo))].sum()
+            out[start] = total / n
+            continue
+        out[start:stop] = x[rng.integers(0, n, size=(stop - start, n))].mean(axis=1)
+    return out
 
 
 @dataclass
@@ -193,21 +245,24 @@ def mcnemar_exact(a_only: int, b_only: int) -> float:
 
     ``a_only``: problems right in A and wrong in B; ``b_only``: the reverse.  Under H0 each
     discordant pair is a fair coin, so p = min(1, 2 * P(Binom(a_only + b_only, 1/2) <= min)).
+    Computed in integers (``sum C(m, i)`` over ``2**m``, one correctly rounded division), so
+    it is exact at any m: a p-value below the smallest float is 0.0, never a wrong digit.
     """
     if a_only < 0 or b_only < 0:
         raise ValueError("discordant counts must be >= 0")
-    m = a_only + b_only
+    m = int(a_only) + int(b_only)
     if m == 0:
         return 1.0
-    low = min(a_only, b_only)
-    # Sum in log space: exact enough for m in the tens of thousands.
-    log_half_m = m * math.log(0.5)
-    tail = sum(math.exp(_log_comb(m, i) + log_half_m) for i in range(low + 1))
-    return min(1.0, 2.0 * tail)
-
-
-def _log_comb(n: int, k: int) -> float:
-    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    low = min(int(a_only), int(b_only))
+    if 2 * low >= m:  # the tail holds at least half the mass: p = 1
+        return 1.0
+    # sum_{i<=low} C(m, i), each term from the last (C(m, i) = C(m, i-1) * (m-i+1) / i).
+    term = tail = 1
+    for i in range(1, low + 1):
+        term = term * (m - i + 1) // i
+        tail += term
+    # 2 * tail / 2**m: Python's int / int is correctly rounded however large both are.
+    return min(1.0, (2 * tail) / (1 << m))
 
 
 @dataclass
@@ -247,8 +302,7 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], *, resamples: int =
         raise ValueError("no shared problems to compare")
     d = y - x
     diff = float(d.mean())
-    rng = np.random.default_rng(seed)
-    boot = d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+    boot = bootstrap_means(d, resamples, np.random.default_rng(seed))
     tail = (1.0 - confidence) / 2
     lo, hi = np.quantile(boot, [tail, 1.0 - tail])
     if np.all(boot == 0):
@@ -268,16 +322,17 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, alpha: float = 0.0
     """
     diff, lo, hi, p_boot = paired_bootstrap(a, b, resamples=resamples, seed=seed,
                                             confidence=1.0 - alpha)
-    binary = all(v in (0.0, 1.0) for v in list(a) + list(b))
+    x, y = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    binary = bool(np.all((x == 0.0) | (x == 1.0)) and np.all((y == 0.0) | (y == 1.0)))
     mc_p = a_only = b_only = None
     if binary:
-        a_only = sum(1 for x, y in zip(a, b) if x == 1.0 and y == 0.0)
-        b_only = sum(1 for x, y in zip(a, b) if x == 0.0 and y == 1.0)
+        a_only = int(np.count_nonzero((x == 1.0) & (y == 0.0)))
+        b_only = int(np.count_nonzero((x == 0.0) & (y == 1.0)))
         mc_p = mcnemar_exact(a_only, b_only)
     excludes_zero = lo > 0 or hi < 0
     significant = excludes_zero and (mc_p is None or mc_p < alpha)
     return PairedComparison(
-        n=len(a), mean_a=float(np.mean(a)), mean_b=float(np.mean(b)), diff=diff,
+        n=len(x), mean_a=float(x.mean()), mean_b=float(y.mean()), diff=diff,
         ci_low=lo, ci_high=hi, bootstrap_p=p_boot, mcnemar_p=mc_p, a_only=a_only,
         b_only=b_only, significant=significant, alpha=alpha, resamples=resamples,
     )

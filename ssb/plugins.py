@@ -157,7 +157,11 @@ def _short_error(exc: BaseException) -> str:
 
 # First-party distributions register before third-party ones, so a plugin that offers a thing
 # under a built-in name never replaces it (the built-in wins, the newcomer is reported).
-FIRST_PARTY = ("ssb", "ssb-backends", "ssb-gsm8k", "ssb-math", "ssb-code", "ssb-plugin-arithmetic")
+# Distributions are named softboot-<name> (PyPI's `ssb` and the `ssb-` prefix belong to others);
+# the import packages (ssb, ssb_<name>) and the `ssb` command keep the short name.
+CORE_DISTRIBUTION = "softboot"
+FIRST_PARTY = (CORE_DISTRIBUTION, "softboot-backends", "softboot-gsm8k", "softboot-math",
+               "softboot-code", "softboot-science", "softboot-arithmetic")
 
 
 def _entry_points_in_order() -> list[importlib.metadata.EntryPoint]:
@@ -182,7 +186,7 @@ def build_manager() -> tuple[pluggy.PluginManager, dict[str, tuple[str, str]], l
     errors: list[PluginError] = []
     for module_name in DEFAULT_PLUGINS:
         pm.register(importlib.import_module(module_name), name=module_name)
-        dists[module_name] = ("ssb", __version__)
+        dists[module_name] = (CORE_DISTRIBUTION, __version__)
     allowed = _allow_list()
     for ep in _entry_points_in_order():
         if allowed is not None and ep.name not in allowed:
@@ -264,8 +268,15 @@ def _build_registry() -> Registry:
     def collector(kind: str, plugin_name: str) -> Callable[[Any], None]:
         def register(thing: Any) -> None:
             key, table = _table_for(reg, kind, thing)
+            refused = _lookalike(kind, key, table, owners, infos) or (
+                kind == "prompts" and _duplicate_prompt(thing, table.get(key, []), key))
+            if refused:
+                errors.append(PluginError(plugin_name, infos[plugin_name].distribution,
+                                          refused))
+                return
             if kind == "prompts":
                 table.setdefault(key, []).append(thing)
+                owners.setdefault((kind, key), plugin_name)
                 label = thing.id
             else:
                 if key in table:
@@ -301,6 +312,32 @@ def _build_registry() -> Registry:
         infos[impl.plugin_name].commands = True
     reg.plugins = [i for n, i in infos.items() if n not in broken]
     return reg
+
+
+def _lookalike(kind: str, key: Any, table: dict, owners: dict, infos: dict) -> str:
+    """Why ``key`` is refused as a name (``""`` if it is not): empty, with spaces around it, or
+    the same as a registered name but for case (``" Transformers"`` beside ``transformers``),
+    which a user could not tell apart on the command line."""
+    what = "prompt domain" if kind == "prompts" else kind[:-1]
+    if not isinstance(key, str) or not key.strip() or key != key.strip():
+        return f"{what} name {key!r} refused: a name is non-empty text without spaces around it"
+    for other in table:
+        if other != key and other.casefold() == key.casefold():
+            first = owners.get((kind, other), "?")
+            dist = infos[first].distribution if first in infos else "?"
+            return (f"{what} {key!r} refused: it differs from {other!r} ({dist}, {first}) only "
+                    "in case")
+    return ""
+
+
+def _duplicate_prompt(thing: Any, templates: list, domain: str) -> str:
+    """Why a prompt template is refused (``""`` if it is not): its id (``name@version``) is
+    already registered for the domain, so ``--template`` could not tell the two apart."""
+    for t in templates:
+        if t.id == thing.id:
+            return (f"prompt template {thing.id!r} for domain {domain!r} refused: that id is "
+                    "already registered, and the first one keeps it")
+    return ""
 
 
 def _table_for(reg: Registry, kind: str, thing: Any) -> tuple[str, dict]:

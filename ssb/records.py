@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 from ssb.errors import DataError
 
 Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+ROLES = ("system", "user", "assistant")
+# A chat template's special token (<|im_start|>, <|im_end|>, <|endoftext|>, <|eot_id|>, ...):
+# inside a message or a solution it would end or open a turn when the template renders it.
+SPECIAL_TOKEN = re.compile(r"<\|[A-Za-z0-9_]+\|>")
 FinishReason = Literal["stop", "length"]
 
 
@@ -80,6 +85,37 @@ class SamplingParams(_JSONRecord):
     max_new_tokens: int = 512
     stop: list[str] = field(default_factory=list)
     seed: int = 0
+
+    def check(self, *, context: int | None = None, vocab: int | None = None) -> None:
+        """Refuse what no model can honour, naming the flag: NaN or a negative temperature, a
+        top_p outside (0, 1], a negative top_k, no samples or no tokens.  A backend that knows
+        its model passes ``context`` (the most tokens it can see) and ``vocab``: more new tokens
+        than the context would run on past what the model was built for, and a top_k above the
+        vocabulary is not a restriction at all."""
+        import math
+
+        from ssb.errors import SsbError
+
+        def bad(flag: str, rule: str, value: Any) -> SsbError:
+            return SsbError(f"{flag} must be {rule}, got {value}")
+
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature)
+                and self.temperature >= 0):
+            raise bad("temperature (--temperature)", "a finite number >= 0 (0: greedy)", self.temperature)
+        if not (isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1):
+            raise bad("top_p (--top-p)", "in (0, 1]", self.top_p)
+        if self.top_k < 0:
+            raise bad("top_k (--top-k)", ">= 0 (0: off)", self.top_k)
+        if self.n < 1:
+            raise bad("n (samples, -n)", ">= 1", self.n)
+        if self.max_new_tokens < 1:
+            raise bad("max_new_tokens (--max-tokens)", ">= 1", self.max_new_tokens)
+        if context is not None and self.max_new_tokens > context:
+            raise SsbError(f"--max-tokens {self.max_new_tokens} is beyond the model's context "
+                           f"of {context} tokens; use at most {context}")
+        if vocab is not None and self.top_k > vocab:
+            raise SsbError(f"--top-k {self.top_k} is larger than the model's vocabulary "
+                           f"({vocab} tokens); use at most {vocab}, or 0 for off")
 
 
 def derive_seed(seed: int, *parts: object) -> int:
@@ -182,7 +218,39 @@ class CuratedRecord(_JSONRecord):
                         and isinstance(m.get("content"), str)):
                     raise DataError(f"{name}[{i}] must be a {{role, content}} object of "
                                     f"strings, got {type(m).__name__}", field=name)
+        record.check_views()
         return record
+
+    def check_views(self) -> None:
+        """What distill assumes of a record and a chat template cannot check: both views pose
+        the record's question, use only the roles of :data:`ROLES` and end before the solution
+        (never with an assistant turn); no text holds a chat special token, which would end
+        or open a turn once rendered; the solution is not empty."""
+        if not self.solution.strip():
+            raise DataError("empty solution", field="solution")
+        question = self.question.strip()
+        for name in ("student_messages", "teacher_messages"):
+            messages = getattr(self, name)
+            for i, m in enumerate(messages):
+                if m["role"] not in ROLES:
+                    raise DataError(f"{name}[{i}] has role {m['role']!r}; a view uses "
+                                    f"{', '.join(ROLES)}", field=name)
+            if messages[-1]["role"] == "assistant":
+                raise DataError(f"{name} ends with an assistant turn; a view ends before the "
+                                "solution, which is the assistant turn after it", field=name)
+            if question and not any(question in m["content"] for m in messages
+                                    if m["role"] == "user"):
+                raise DataError(f"{name} does not pose the record's question (the teacher and "
+                                "student views must be about the same problem)", field=name)
+        texts = [("solution", self.solution)] + [
+            (f"{name}[{i}]", m["content"]) for name in ("student_messages", "teacher_messages")
+            for i, m in enumerate(getattr(self, name))]
+        for where, text in texts:
+            found = SPECIAL_TOKEN.search(text)
+            if found:
+                raise DataError(f"{where} holds the chat special token {found.group()!r}, which "
+                                "would end or open a turn once the chat template renders it",
+                                field=where.partition("[")[0])
 
 
 CuratedRecord._nested = {"correct_rollout": Rollout, "wrong_rollout": Rollout}

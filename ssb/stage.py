@@ -8,9 +8,13 @@ and the problems it works on.
         ...
         stage.finish(stats=...)        # manifest.json gets its end time and summary
 
-* the directory is locked (``flock``) so two processes never write it (released on SIGKILL);
+* a directory that holds another command's run (``ssb eval`` output given to ``ssb curate``) is
+  refused before anything is written in it;
+* the directory is locked (``flock``, one lock per directory whatever the command) so two
+  processes never write it (released on SIGKILL);
 * a directory that holds a run of the same command whose *identity* (the config fields that
-  decide what is computed) differs is refused, unless ``force``;
+  decide what is computed) differs is refused, unless ``force`` (``--accept-changed-config``);
+  ``restart`` (``--restart``) first deletes the stage's named outputs and manifest;
 * ``manifest.json`` records ssb, plugin and library versions, the full public config, the input
   hashes and times; secrets never reach it (:mod:`ssb.secrets`).
 
@@ -21,6 +25,7 @@ leaves nothing behind that would refuse the corrected one.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import platform
@@ -32,9 +37,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ssb.errors import DiskFull, SsbError, disk_full_cause
-from ssb.journal import Journal, OutputLock, atomic_write_json
+from ssb.journal import LOCK_NAME, Journal, OutputLock, atomic_write_json, set_output_mode
 from ssb.records import Problem, RunManifest
-from ssb.secrets import redact
+from ssb.secrets import learn, redact
 
 MANIFEST = "manifest.json"
 
@@ -77,7 +82,6 @@ def load_manifest(out_dir: str | Path) -> dict[str, Any] | None:
 
 def write_manifest(out_dir: str | Path, data: dict[str, Any]) -> None:
     atomic_write_json(Path(out_dir) / MANIFEST, redact(data))
-    make_readable(Path(out_dir) / MANIFEST)  # mkstemp made it 0600; secrets never reach it
 
 
 def identity_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
@@ -103,16 +107,53 @@ def check_resume(out_dir: Path, command: str, identity: dict[str, Any], force: b
     old = load_manifest(out_dir)
     if old is None:
         return False
-    if old.get("command") != command:
-        raise SsbError(f"{out_dir} holds a `{old.get('command')}` run, not `{command}`")
+    check_command(out_dir, command, old)
     changes = identity_changes(previous_identity(old), redact(identity))
     if changes and not force:
         lines = "\n".join(f"  {k}: {a!r} -> {b!r}" for k, (a, b) in changes.items())
         raise SsbError(
             f"{out_dir} was started with a different config; refusing to resume.\n{lines}\n"
-            "Use a new --out, or --force to continue with the new config."
+            "Use a new --out, --restart to start over, or --accept-changed-config to go on "
+            "under the new config."
         )
     return True
+
+
+def check_command(out_dir: Path, command: str, manifest: dict[str, Any] | None) -> None:
+    """Refuse a directory that holds another command's run (read-only: nothing is written)."""
+    if manifest is not None and manifest.get("command") != command:
+        raise SsbError(f"{out_dir} holds a `{manifest.get('command')}` run, not `{command}`; "
+                       "use another --out")
+
+
+def check_output_dir(out: Path, flag: str = "--out") -> None:
+    """Refuse an output path that cannot become a directory, in one line and before anything is
+    written: a file (or FIFO, device) where the directory should be, a path under a file, a
+    symlink loop or a dangling symlink.  A new path under directories is fine."""
+    import errno
+    import stat
+
+    try:
+        mode = os.stat(out).st_mode  # follows symlinks: a link to a directory is a directory
+    except FileNotFoundError:
+        if os.path.islink(out):
+            raise SsbError(f"{flag} {out} is a symlink to nothing ({os.readlink(out)}); "
+                           "name a directory") from None
+        parent = out.parent
+        while not os.path.lexists(parent) and parent != parent.parent:
+            parent = parent.parent
+        if parent != out:
+            check_output_dir(parent, flag)  # the nearest existing parent must be a directory
+        return
+    except OSError as exc:
+        why = ("a symlink loop" if exc.errno == errno.ELOOP else
+               "under a file, not a directory" if exc.errno == errno.ENOTDIR else
+               exc.strerror or type(exc).__name__)
+        raise SsbError(f"{flag} {out}: {why}; name a directory") from None
+    if not stat.S_ISDIR(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device" if (
+            stat.S_ISCHR(mode) or stat.S_ISBLK(mode)) else "a file"
+        raise SsbError(f"{flag} {out} is {kind}, not a directory; name a directory")
 
 
 class StageOutput:
@@ -121,25 +162,34 @@ class StageOutput:
     def __init__(self, out: str | Path, command: str, identity: dict[str, Any],
                  config: dict[str, Any], *, force: bool = False,
                  inputs: Sequence[Path] = (), seed: int | None = None,
-                 input_hashes: dict[str, str] | None = None):
+                 input_hashes: dict[str, str] | None = None,
+                 restart: bool = False, outputs: Sequence[str] = ()):
         self.out = Path(out)
         self.command = command
         self.identity = identity
         self.config = config
-        self.force = force
+        self.force = force  # go on although the identity changed (--accept-changed-config)
+        self.restart = restart  # start from nothing: ``outputs`` and the manifest are deleted
+        self.outputs = list(outputs)
         self.inputs = list(inputs)
         self.seed = seed
         self.input_hashes = dict(input_hashes or {})
         self.resumed = False
         self.work_started = False
         self.previous: dict[str, Any] | None = None
-        self._lock = OutputLock(self.out / f".{command}.lock", f"ssb {command}")
+        self._lock = OutputLock(self.out / LOCK_NAME, f"ssb {command}")
         self._manifest: dict[str, Any] = {}
+        learn([identity, config])  # a URL's credentials are masked in every file and line
 
     def __enter__(self) -> "StageOutput":
+        # Another command's directory is refused before anything (even the lock) is written.
+        check_output_dir(self.out)
+        check_command(self.out, self.command, load_manifest(self.out))
         self.out.mkdir(parents=True, exist_ok=True)
         self._lock.__enter__()
         try:
+            if self.restart:  # under the lock, and only in a directory of this command's
+                clear_outputs(self.out, [*self.outputs, MANIFEST])
             self.previous = load_manifest(self.out)
             self.resumed = check_resume(self.out, self.command, self.identity, self.force)
             self._manifest = self._start()
@@ -192,6 +242,19 @@ class StageOutput:
         self._manifest["finished"] = now()
         self._manifest.update(extra)
         write_manifest(self.out, self._manifest)
+
+
+def clear_outputs(out: Path, names: Sequence[str]) -> None:
+    """Delete the named files and directories of ``out`` (``--restart``); nothing else in it,
+    and nothing a name reaches through a symlink (the link itself goes)."""
+    import shutil
+
+    for name in names:
+        path = out / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _disk_full(exc: BaseException, out: Path) -> "DiskFull | None":
@@ -262,16 +325,19 @@ def select_problems(registry: Any, dataset: str, source: str | None, split: str,
                     limit: int | None, *, skip_bad: bool = False,
                     filters: dict[str, Any] | None = None) -> SelectedProblems:
     """Load a dataset split through the registry, refuse duplicate ids, apply ``limit``."""
+    learn(source)  # a URL's credentials, before a library's error can print them mangled
     loader = registry.dataset(dataset)
     loaded = loader.load(source, split, skip_bad=skip_bad, filters=filters)
-    problems = list(loaded.problems)
+    # Only the first ``limit`` are taken from the loader: a generated set may make its problems
+    # on demand (``--filter n=1000000000 --limit 4`` builds four).
+    selected = list(itertools.islice(loaded.problems, limit) if limit is not None
+                    else loaded.problems)
     where = f"dataset {dataset!r} ({source or loader.default_source}, split {split})"
     seen: set[str] = set()
-    for p in problems:
+    for p in selected:
         if p.id in seen:
             raise SsbError(f"{where} has two problems with id {p.id!r}")
         seen.add(p.id)
-    selected = problems[:limit] if limit is not None else problems
     if not selected:
         raise SsbError(f"{where} has no problems")
     return SelectedProblems(dataset=dataset, split=split,
@@ -281,12 +347,12 @@ def select_problems(registry: Any, dataset: str, source: str | None, split: str,
 
 
 def make_readable(path: Path) -> None:
-    """Give an atomically written output file the usual permissions (mkstemp makes it 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    """Give a file the permissions of every ssb output (:func:`ssb.journal.output_mode`);
+    :func:`ssb.journal.atomic_write_text` already does, so this is only for other writers."""
+    set_output_mode(path)
 
 
-__all__ = ["MANIFEST", "SelectedProblems", "StageOutput", "check_resume",
+__all__ = ["MANIFEST", "SelectedProblems", "StageOutput", "check_command", "check_resume",
+           "clear_outputs",
            "environment_versions", "load_manifest", "local_inputs", "make_readable", "now",
            "problems_sha256", "select_problems", "sha256_file", "write_manifest"]

@@ -55,6 +55,10 @@ class Verifier(Protocol):
     Both methods take untrusted model text: they must never execute it and must return within
     a bounded time in any thread or process (an overrun is ``Verdict(correct=False,
     error="timeout")``).
+
+    Optional: an integer attribute ``min_correct`` (default 1) asks curate to keep a problem
+    only when at least that many of its rollouts are correct (a multiple-choice domain declares
+    2: one right rollout may be a lucky guess); ``ssb curate --min-correct`` overrides it.
     """
 
     domain: str
@@ -139,7 +143,10 @@ class BackendOption:
 
     ``volatile`` options change speed or plumbing (threads, URLs, batch sizes), never what is
     generated: they are left out of a run's resume identity.  ``secret`` options (API keys) are
-    never written to a file or a log.
+    never written to a file or a log.  ``values`` (a regular expression the whole value must
+    match, e.g. ``cpu|cuda(:[0-9]+)?``) and ``ge`` (a lower bound for numbers) are checked when
+    the option is parsed, so a wrong value is one line naming the option, not a library
+    traceback at load time.
     """
 
     name: str
@@ -148,6 +155,8 @@ class BackendOption:
     help: str = ""
     volatile: bool = False
     secret: bool = False
+    values: str | None = None  # regex the value must match (as text), with its meaning in help
+    ge: float | None = None  # numbers: the smallest value allowed
 
     def parse(self, value: Any, backend: str) -> Any:
         """A loose value (``"2"`` from the command line, ``2`` from TOML) as ``self.type``."""
@@ -165,16 +174,39 @@ class BackendOption:
             if isinstance(value, bool):
                 raise bad
             try:
-                return int(value) if not isinstance(value, float) or value.is_integer() \
+                number = int(value) if not isinstance(value, float) or value.is_integer() \
                     else _raise(bad)
             except (TypeError, ValueError):
                 raise bad from None
+            return self._checked(number, backend)
         if self.type is float:
             try:
-                return float(value)
+                return self._checked(float(value), backend)
             except (TypeError, ValueError):
                 raise bad from None
-        return str(value)
+        if isinstance(value, (list, tuple, dict)):  # a TOML list/table where text belongs
+            shape = "a table" if isinstance(value, dict) else "a list"
+            raise SsbError(f"backend {backend!r}: option {self.name} expects one "
+                           f"{self.type.__name__} value, got {shape}")  # not shown: a secret?
+        return self._checked(str(value), backend)
+
+    def _checked(self, value: Any, backend: str) -> Any:
+        """``value`` if ``values`` and ``ge`` allow it, else one line naming the option."""
+        import math
+        import re
+
+        from ssb.errors import SsbError
+
+        if isinstance(value, float) and not math.isfinite(value):
+            raise SsbError(f"backend {backend!r}: option {self.name} must be a finite number, "
+                           f"got {value}")
+        if self.ge is not None and isinstance(value, (int, float)) and value < self.ge:
+            raise SsbError(f"backend {backend!r}: option {self.name} must be >= {self.ge:g}, "
+                           f"got {value}")
+        if self.values is not None and not re.fullmatch(self.values, str(value)):
+            raise SsbError(f"backend {backend!r}: option {self.name}={value!r} is not valid "
+                           f"({self.help or self.values})")
+        return value
 
 
 def _raise(exc: Exception):

@@ -10,10 +10,11 @@ from ssb.plugins import get_registry
 def test_registered_like_a_third_party_plugin():
     report = get_registry().report()
     entry = next(p for p in report["plugins"] if p["name"] == "arithmetic")
-    assert entry["distribution"] == "ssb-plugin-arithmetic"
+    assert entry["distribution"] == "softboot-arithmetic"
     assert entry["registers"]["datasets"] == ["arithmetic"]
     assert entry["registers"]["verifiers"] == ["arithmetic"]
-    assert entry["registers"]["prompts"] == ["arithmetic-tutor@2", "arithmetic-tutor@1"]
+    assert entry["registers"]["prompts"] == ["arithmetic-tutor@2", "arithmetic-tutor@1", "prose@1",
+                                              "plan@1", "example@1"]
 
 
 def test_generation_is_deterministic_and_split_specific():

@@ -102,7 +102,7 @@ def test_missing_llama_cpp_names_the_extra(monkeypatch, small_gguf):
     import sys
 
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # makes `import llama_cpp` fail
-    with pytest.raises(MissingDependency, match=r"ssb-backends\[llama\]"):
+    with pytest.raises(MissingDependency, match=r"softboot-backends\[llama\]"):
         get_registry().backend("llama.cpp").create(str(small_gguf))
 
 

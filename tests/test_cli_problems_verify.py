@@ -10,7 +10,7 @@ def test_plugins_json_lists_domain_plugins(ssb_cli):
     assert code == 0
     names = {p["name"]: p for p in json.loads(out)["plugins"]}
     assert {"gsm8k", "math", "arithmetic"} <= set(names)
-    assert names["arithmetic"]["distribution"] == "ssb-plugin-arithmetic"
+    assert names["arithmetic"]["distribution"] == "softboot-arithmetic"
     assert set(names["math"]["registers"]["datasets"]) == {"math500", "aime24", "amc23", "math"}
 
 

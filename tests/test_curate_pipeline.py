@@ -226,20 +226,38 @@ def test_too_many_errors_stop_the_run_with_a_clear_message(replay_plugin, shared
     assert len(journal) == 4 and all(e["status"] == "error" for e in journal)
 
 
-def test_changed_config_is_refused_unless_forced(replay_plugin, shared_data, tmp_path, ssb_cli):
+def test_changed_config_is_refused_unless_accepted(replay_plugin, shared_data, tmp_path,
+                                                   ssb_cli):
     out = tmp_path / "run"
     base = _replay_args(shared_data, out, RECORDING)
     base[base.index("--limit") + 1] = "2"
     assert ssb_cli(*base)[0] == 0
     code, _, err = ssb_cli(*base, "--temperature", "0.7")
-    assert code == 2 and "different config" in err and "temperature" in err and "--force" in err
+    assert code == 2 and "different config" in err and "temperature" in err
+    assert "--restart" in err and "--accept-changed-config" in err
     code, _, err = ssb_cli(*base, "--rollouts", "3", "--preset", "paper")
     assert code == 2 and "rollouts" in err
     # Volatile settings (verification workers, error budget) may change on resume.
     assert ssb_cli(*base, "--workers", "0", "--max-errors", "50")[0] == 0
-    code, _, err = ssb_cli(*base, "--temperature", "0.7", "--force")
+    code, _, err = ssb_cli(*base, "--temperature", "0.7", "--accept-changed-config")
     assert code == 0, err
     assert json.loads((out / "manifest.json").read_text())["config"]["temperature"] == 0.7
+    stats = json.loads((out / STATS).read_text())
+    assert stats["this_run"]["resumed"] and stats["this_run"]["already_done"] == 2
+    # The old spelling still works, with one warning line naming what it meant here.
+    code, _, err = ssb_cli(*base, "--temperature", "0.6", "--force")
+    assert code == 0, err
+    assert err.count("warning: --force is deprecated; for `ssb curate` it means "
+                     "--accept-changed-config") == 1
+    # --restart: from nothing, whatever the config was (0.6, now the recording's default); the
+    # journal holds only this run's problems.
+    (out / "notes.txt").write_text("mine")
+    code, _, err = ssb_cli(*base, "--restart")
+    assert code == 0, err
+    stats = json.loads((out / STATS).read_text())
+    assert not stats["this_run"]["resumed"] and stats["this_run"]["already_done"] == 0
+    assert len((out / JOURNAL).read_text().splitlines()) == 2
+    assert (out / "notes.txt").read_text() == "mine"  # only the stage's own outputs go
 
 
 def test_bad_flags_are_clear_errors(replay_plugin, shared_data, tmp_path, ssb_cli):

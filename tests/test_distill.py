@@ -156,11 +156,16 @@ def test_cli_offline_teacher_preset_and_changed_config(ssb_cli, tiny_model_dir, 
     # Another temperature than the store's is refused before training.
     code, _, err = ssb_cli(*args[:-2], "--temperature", "1", "--out", str(tmp_path / "t1"))
     assert code == 2 and "temperature" in err
-    # Same OUT with a changed config is refused unless --force.
+    # Same OUT with a changed config is refused unless --accept-changed-config (or the old
+    # --force, which meant that for distill: start over under the new config).
     code, _, err = ssb_cli(*args, "--lr", "1e-3")
     assert code == 2 and "different config" in err
-    code, _, err = ssb_cli(*args, "--lr", "1e-3", "--force")
+    code, _, err = ssb_cli(*args, "--lr", "1e-3", "--accept-changed-config")
     assert code == 0, err
+    code, _, err = ssb_cli(*args, "--lr", "2e-3", "--force")
+    assert code == 0, err
+    assert "warning: --force is deprecated; for `ssb distill` it means --accept-changed-config" \
+        in err
 
 
 @pytest.mark.slow

@@ -93,7 +93,7 @@ def test_eval_rejects_bad_options(tiny_model_dir, tmp_path, ssb_cli):
     assert code == 2 and "unknown dataset" in err and "arithmetic" in err
 
 
-def test_eval_refuses_changed_config_unless_forced(tiny_model_dir, tmp_path, ssb_cli):
+def test_eval_refuses_changed_config_unless_accepted(tiny_model_dir, tmp_path, ssb_cli):
     out = tmp_path / "run"
     assert ssb_cli(*_tiny_eval_args(tiny_model_dir, out, "--limit", "2"))[0] == 0
     code, _, err = ssb_cli(*_tiny_eval_args(tiny_model_dir, out, "--limit", "2", "--seed", "3"))
@@ -104,13 +104,19 @@ def test_eval_refuses_changed_config_unless_forced(tiny_model_dir, tmp_path, ssb
     assert json.loads(stdout)["this_run"] == pytest.approx(
         {"resumed": True, "already_done": 2, "evaluated": 0, "generated_tokens": 0,
          "wall_seconds": json.loads(stdout)["this_run"]["wall_seconds"]})
-    # --force with a larger --limit keeps the two finished problems and adds one.
+    # --accept-changed-config with a larger --limit keeps the two finished problems, adds one.
     code, stdout, err = ssb_cli(*_tiny_eval_args(tiny_model_dir, out, "--limit", "3",
-                                                 "--force", "--json"))
+                                                 "--accept-changed-config", "--json"))
     assert code == 0, err
     run = json.loads(stdout)["this_run"]
     assert run["already_done"] == 2 and run["evaluated"] == 1
     assert len(_read_jsonl(out / "results.jsonl")) == 3
+    # --restart: from nothing (the results file holds only this run's problems).
+    code, stdout, err = ssb_cli(*_tiny_eval_args(tiny_model_dir, out, "--limit", "1",
+                                                 "--restart", "--json"))
+    assert code == 0, err
+    assert json.loads(stdout)["this_run"]["already_done"] == 0
+    assert len(_read_jsonl(out / "results.jsonl")) == 1
 
 
 def test_eval_resumes_after_sigkill_without_reevaluating(tiny_model_dir, tmp_path):

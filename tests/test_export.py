@@ -239,3 +239,218 @@ def test_llama_cpp_adapter_matches_transformers_adapter(small_gguf, tmp_path):
         assert kl_base > 10 * kl_adapter, (kl_base, kl_adapter)
         changed += base_gen != gen
     assert changed >= 1, "the adapter did not change any greedy output"
+
+
+# -- a round-r student: several rounds' LoRAs folded into one (issue 24) ------------------------
+
+def _two_rounds(model_dir, tmp_path, *, sigma: float = 0.05, seed: int = 0):
+    """Round 1's LoRA (r=4, alpha 8) and round 2's (r=6, alpha 3, rsLoRA, v_proj at rank 2):
+    other ranks and scale rules per round, so the fold must carry each round's own scale."""
+    r1 = _random_lora(str(model_dir), tmp_path / "round1", r=4, alpha=8, sigma=sigma, seed=seed)
+    r2 = _random_lora(str(model_dir), tmp_path / "round2", r=6, alpha=3, sigma=sigma,
+                      seed=seed + 7, use_rslora=True, rank_pattern={"v_proj": 2})
+    return r1, r2
+
+
+def _merged_round2(model_dir, tmp_path):
+    """What `ssb run` trains round 2 on and what transformers serves: round 1 merged into the
+    fp32 weights, round 2's LoRA on top of that (peft)."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    merged = PeftModel.from_pretrained(base, str(tmp_path / "round1")).merge_and_unload()
+    return PeftModel.from_pretrained(merged, str(tmp_path / "round2")).eval()
+
+
+def test_fold_adapters_is_the_sum_of_the_rounds(tiny_model_dir, tmp_path):
+    """The folded LoRA's update is s1*B1@A1 + s2*B2@A2 for every module, in peft (loaded on the
+    base) and in the exported GGUF; the base + folded adapter computes what the merged round-1
+    model + round-2 adapter computes; a rerun reuses the fold, a changed round remakes it."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ssb.export import ensure_folded_adapter, export_lora_to_gguf, fold_adapters
+
+    r1, r2 = _two_rounds(tiny_model_dir, tmp_path)
+    folded = fold_adapters([tmp_path / "round1", tmp_path / "round2"], tmp_path / "student")
+    cfg = json.loads((folded / "adapter_config.json").read_text())
+    assert cfg["r"] == 10 and cfg["lora_alpha"] == 10 and not cfg["use_rslora"]
+    assert set(cfg["rank_pattern"].values()) == {6}  # v_proj: 4 + 2
+
+    base = AutoModelForCausalLM.from_pretrained(str(tiny_model_dir), dtype=torch.float32)
+    student = PeftModel.from_pretrained(base, str(folded)).eval()
+    export_lora_to_gguf(folded, tmp_path / "student.gguf", base=tiny_model_dir)
+    data = _reader_fields(tmp_path / "student.gguf")
+    for layer in range(2):
+        for proj in TARGETS:
+            want = _peft_delta(r1, layer, proj) + _peft_delta(r2, layer, proj)
+            np.testing.assert_allclose(_peft_delta(student, layer, proj), want,
+                                       rtol=1e-5, atol=1e-8)
+            np.testing.assert_allclose(_llama_delta(data, layer, proj), want,
+                                       rtol=1e-5, atol=1e-8)
+
+    ids = torch.tensor([[5, 17, 99, 230, 7, 42, 300, 11]])
+    with torch.no_grad():
+        want = _merged_round2(tiny_model_dir, tmp_path)(ids).logits
+        got = student(ids).logits
+    assert (got - want).abs().max().item() < 1e-4
+
+    stamp = (folded / "ssb-folded.json").stat().st_mtime_ns
+    assert ensure_folded_adapter([tmp_path / "round1", tmp_path / "round2"], folded) == folded
+    assert (folded / "ssb-folded.json").stat().st_mtime_ns == stamp  # reused, not refolded
+    _random_lora(str(tiny_model_dir), tmp_path / "round2", r=4, alpha=8, seed=99)
+    ensure_folded_adapter([tmp_path / "round1", tmp_path / "round2"], folded)
+    assert json.loads((folded / "adapter_config.json").read_text())["r"] == 8  # remade
+
+
+def test_fold_refuses_what_is_not_a_plain_lora(tiny_model_dir, tmp_path):
+    from ssb.export import fold_adapters
+
+    _random_lora(str(tiny_model_dir), tmp_path / "round1")
+    with pytest.raises(SsbError, match="adapter_config.json"):
+        fold_adapters([tmp_path / "round1", tmp_path], tmp_path / "student")
+    assert not (tmp_path / "student").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tiny_model_dir, tmp_path_factory) -> Path:
+    from tiny_gguf import build_tiny_gguf
+
+    return build_tiny_gguf(tiny_model_dir, tmp_path_factory.mktemp("tiny-gguf") / "tiny.gguf")
+
+
+def _greedy_agreement(llama_cpp, gguf_path, lora, prompts: list[list[int]], steps: int,
+                      reference) -> list[tuple[float, float, int]]:
+    """llama.cpp (``gguf_path`` + ``lora``) greedy for ``steps`` tokens after each prompt, against
+    ``reference`` (a torch model) on the same prefix: per prompt (mean KL(llama || reference)
+    nats/token, max KL, greedy tokens that differ)."""
+    import torch
+
+    kwargs = dict(model_path=str(gguf_path), n_ctx=512, n_threads=1, verbose=False,
+                  logits_all=True)
+    if lora:
+        kwargs["lora_path"] = str(lora)
+    llm = llama_cpp.Llama(**kwargs)
+    out = []
+    try:
+        for ids in prompts:
+            llm.reset()
+            llm.eval(ids)
+            generated, logps = [], []
+            for _ in range(steps):
+                row = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+                logps.append(row - np.logaddexp.reduce(row))
+                generated.append(int(row.argmax()))
+                llm.eval([generated[-1]])
+            llama_lp = np.stack(logps)
+            with torch.no_grad():
+                logits = reference(torch.tensor([ids + generated])).logits[0]
+            ref_lp = torch.log_softmax(logits[len(ids) - 1: len(ids) - 1 + steps].double(),
+                                       -1).numpy()
+            kl = (np.exp(llama_lp) * (llama_lp - ref_lp)).sum(-1)
+            out.append((float(kl.mean()), float(kl.max()),
+                        int(sum(a != b for a, b in zip(ref_lp.argmax(-1).tolist(), generated)))))
+    finally:
+        llm.close()
+    return out
+
+
+def test_round2_student_on_llama_cpp_is_the_merged_model(tiny_model_dir, tiny_gguf, tmp_path):
+    """The tiny model as F32 GGUF + the two rounds folded into one GGUF LoRA, on llama.cpp, against
+    transformers on the merged fp32 round-1 model + round 2's LoRA: the same greedy tokens and a
+    per-token KL far below what the round-2 adapter itself changes."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    from ssb.export import export_lora_to_gguf, fold_adapters
+
+    # sigma 0.5: the tiny model's random weights are small; the rounds must move it visibly.
+    _two_rounds(tiny_model_dir, tmp_path, sigma=0.5)
+    folded = fold_adapters([tmp_path / "round1", tmp_path / "round2"], tmp_path / "student")
+    export_lora_to_gguf(folded, tmp_path / "student.gguf", base=tiny_gguf)
+    export_lora_to_gguf(tmp_path / "round1", tmp_path / "round1.gguf", base=tiny_gguf)
+    reference = _merged_round2(tiny_model_dir, tmp_path)
+    tok = AutoTokenizer.from_pretrained(str(tiny_model_dir))
+    prompts = [list(tok.apply_chat_template([{"role": "user", "content": text}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=False))
+               for text in ("What is 17 * 23?", "Natalia sold clips to 48 of her friends.",
+                            "Janet's ducks lay 16 eggs per day.")]
+    student = _greedy_agreement(llama_cpp, tiny_gguf, tmp_path / "student.gguf", prompts, 16,
+                                reference)
+    round1_only = _greedy_agreement(llama_cpp, tiny_gguf, tmp_path / "round1.gguf", prompts, 16,
+                                    reference)
+    for (kl, _, differ), (kl_r1, _, _) in zip(student, round1_only):
+        assert differ == 0 and kl < 1e-3, student
+        assert kl_r1 > 10 * max(kl, 1e-6), (kl_r1, kl)  # the round-2 part is not ignored
+
+
+@pytest.mark.llama
+@pytest.mark.slow
+def test_round2_student_on_the_real_small_model(small_gguf, tmp_path):
+    """The round-2 student of the real small model on llama.cpp (Q4_K_M base + rounds 1 and 2
+    folded into one GGUF LoRA of rank 16) against transformers on round 1 merged into the fp32
+    weights + round 2's LoRA: identical greedy tokens and mean KL < 0.005 nats/token (the
+    single-adapter check's tolerance), and the round-2 part visibly matters (round 1 alone is
+    >= 10x further).  Prints the numbers (docs/study-gsm8k.md, Part 3)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+
+    from ssb.export import export_lora_to_gguf, fold_adapters
+    from ssb.models import hf_dir
+
+    base_dir = hf_dir(str(small_gguf))
+    _random_lora(base_dir, tmp_path / "round1", r=8, alpha=16, sigma=0.02, seed=1234)
+    _random_lora(base_dir, tmp_path / "round2", r=8, alpha=16, sigma=0.02, seed=4321)
+    folded = fold_adapters([tmp_path / "round1", tmp_path / "round2"], tmp_path / "student")
+    export_lora_to_gguf(folded, tmp_path / "student.gguf", base=small_gguf)
+    export_lora_to_gguf(tmp_path / "round1", tmp_path / "round1.gguf", base=small_gguf)
+    reference = _merged_round2(base_dir, tmp_path)
+    tok = AutoTokenizer.from_pretrained(base_dir)
+    texts = ["What is 17 * 23? Answer briefly.",
+             "Natalia sold clips to 48 of her friends in April, and then she sold half as many "
+             "clips in May. How many clips did Natalia sell altogether in April and May?",
+             "A train travels 60 km in 45 minutes. What is its speed in km/h?"]
+    prompts = [list(tok.apply_chat_template([{"role": "user", "content": t}],
+                                            add_generation_prompt=True, tokenize=True,
+                                            return_dict=False)) for t in texts]
+    student = _greedy_agreement(llama_cpp, small_gguf, tmp_path / "student.gguf", prompts, 16,
+                                reference)
+    round1 = _greedy_agreement(llama_cpp, small_gguf, tmp_path / "round1.gguf", prompts, 16,
+                               reference)
+    print("\nround-2 student, llama.cpp vs transformers merged: mean KL, max KL, greedy differ",
+          student, "\nround 1 only vs the same reference:", round1)
+    # Measured (AMD EPYC, 2 cores): mean KL 0.00026-0.00046, max 0.0033; one near-tie argmax of
+    # 48 differs (the base is Q4_K in llama.cpp, its fp32 dequantization in torch).
+    for (kl, _, differ), (kl_r1, _, _) in zip(student, round1):
+        assert differ <= 1 and kl < 0.005, student
+        assert kl_r1 > 10 * kl, (kl_r1, kl)
+
+
+def test_eval_adapter_names_a_round_r_student(tiny_model_dir, tmp_path):
+    """`ssb eval --adapter`: a run directory (its last finished round), a round directory
+    (rounds 1..R), an ordered comma-separated list, or one adapter as before."""
+    import shutil
+
+    from ssb.stages.evaluate import adapter_list
+
+    run = tmp_path / "run"
+    _random_lora(str(tiny_model_dir), run / "round1" / "distill" / "adapter")
+    shutil.copytree(run / "round1" / "distill" / "adapter", run / "round2" / "distill" / "adapter")
+    (run / "round3" / "curate").mkdir(parents=True)  # a round that curated nothing
+    r1, r2 = (run / f"round{i}" / "distill" / "adapter" for i in (1, 2))
+    assert adapter_list(str(run)) == [r1, r2]
+    assert adapter_list(str(run / "round2")) == [r1, r2]
+    assert adapter_list(str(run / "round1")) == [r1]
+    assert adapter_list(f"{r1},{r2}") == [r1, r2]
+    assert adapter_list(str(r2)) == [r2]
+    with pytest.raises(SsbError, match="empty name"):
+        adapter_list(f"{r1},,{r2}")
+    with pytest.raises(SsbError, match="neither a peft adapter"):
+        adapter_list(str(run / "round3"))
+    shutil.rmtree(run / "round1")
+    with pytest.raises(SsbError, match="round1.*missing"):
+        adapter_list(str(run / "round2"))

@@ -137,7 +137,7 @@ def test_misspelled_hook_and_protocol_breaches_are_reported(tmp_path):
     assert "lax" not in report.get("backends", {})
     # The duplicate names both distributions; the built-in keeps the name.
     errors = [e["error"] for e in report["errors"] if e["name"] == "impostor"]
-    assert any("duplicate backend 'llama.cpp' refused" in e and "ssb-backends" in e
+    assert any("duplicate backend 'llama.cpp' refused" in e and "softboot-backends" in e
                for e in errors), errors
     assert report["backends"]["llama.cpp"]["description"] != "impostor"
     human = run_ssb("plugins", pythonpath=root, env={"COLUMNS": "300"})

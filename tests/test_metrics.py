@@ -134,3 +134,116 @@ def test_non_binary_scores_use_bootstrap_only():
     assert c.mcnemar_p is None and c.a_only is None
     assert c.diff == pytest.approx(0.125)
     assert c.ci_low > 0 and c.significant  # every problem's difference is >= 0
+
+
+# -- statistics at any size ---------------------------------------------------------------------
+
+def _exact_mcnemar(a_only: int, b_only: int) -> float:
+    """The definition, in fractions: min(1, 2 * sum_{i<=min} C(m, i) / 2^m)."""
+    m, low = a_only + b_only, min(a_only, b_only)
+    return float(min(Fraction(1), Fraction(2 * sum(math.comb(m, i) for i in range(low + 1)),
+                                            2 ** m)))
+
+
+def test_mcnemar_exact_known_values_and_exact_at_large_m():
+    # The textbook example: 10 vs 2 discordant, p = 2 * (1 + 12 + 66) / 4096 = 0.0386.
+    assert metrics.mcnemar_exact(10, 2) == 158 / 4096
+    assert round(metrics.mcnemar_exact(10, 2), 4) == 0.0386
+    assert metrics.mcnemar_exact(1, 9) == 22 / 1024
+    # Exact to the last bit (correctly rounded) where a log-space sum drifts, including p values
+    # near the bottom of the float range.
+    for a_only, b_only in [(40, 75), (480, 560), (2_450, 2_600), (450, 1_650)]:
+        assert metrics.mcnemar_exact(a_only, b_only) == _exact_mcnemar(a_only, b_only), \
+            (a_only, b_only)
+    assert metrics.mcnemar_exact(0, 3_000) == 0.0  # 2^-2999 is below the smallest float
+    assert metrics.mcnemar_exact(50_000, 50_000) == 1.0
+    assert 0 < metrics.mcnemar_exact(49_000, 51_000) < 1e-9  # m = 10^5 in well under a second
+
+
+def _index_bootstrap(d, resamples, seed):
+    """The textbook (and the old) method: a resamples x n index array; for small n only."""
+    import numpy as np
+
+    d = np.asarray(d, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    return d[rng.integers(0, d.size, size=(resamples, d.size))].mean(axis=1)
+
+
+@pytest.mark.parametrize("kind", ["binary", "quarters", "continuous", "continuous-chunked"])
+def test_bootstrap_draws_agree_with_index_resampling(kind, monkeypatch):
+    """Same distribution as drawing indices: mean, spread and the 2.5/97.5% quantiles agree
+    within Monte Carlo error (20,000 resamples each, independent seeds)."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    n = 300
+    if kind == "binary":  # paired differences of 0/1 outcomes: -1, 0, +1
+        d = rng.integers(0, 2, n).astype(float) - (rng.random(n) < 0.35)
+    elif kind == "quarters":  # 4 samples per problem: scores in quarters
+        d = rng.integers(0, 5, n) / 4 - rng.integers(0, 5, n) / 4
+    else:
+        d = rng.normal(0.1, 1.0, n)
+        if kind == "continuous-chunked":
+            monkeypatch.setattr(metrics, "BOOTSTRAP_CHUNK", 1_000)  # 3 resamples per chunk
+    new = metrics.bootstrap_means(np.asarray(d, dtype=float), 20_000, np.random.default_rng(1))
+    old = _index_bootstrap(d, 20_000, seed=2)
+    sd = old.std()
+    assert new.shape == (20_000,)
+    # The mean of 20,000 resample means has sd sd/141: allow 5 of those.
+    assert abs(new.mean() - old.mean()) < 5 * sd / 141
+    assert new.std() == pytest.approx(sd, rel=0.04)
+    for q in (0.025, 0.975):
+        assert abs(np.quantile(new, q) - np.quantile(old, q)) < 0.1 * sd
+    # And the paired test built on it gives the same interval as the index method.
+    zeros = np.zeros(n)
+    _, lo, hi, _ = metrics.paired_bootstrap(zeros, d, resamples=20_000, seed=3)
+    ref = np.quantile(old, [0.025, 0.975])
+    assert abs(lo - ref[0]) < 0.1 * sd and abs(hi - ref[1]) < 0.1 * sd
+
+
+def test_paired_comparison_at_n_100000_is_memory_bounded():
+    """n = 10^5 problems, 10,000 resamples: an index array would be 8 GB; the multinomial draw
+    (0/1 outcomes) and the chunked draw (any scores) stay within tens of MB."""
+    import tracemalloc
+
+    import numpy as np
+
+    n = 100_000
+    rng = np.random.default_rng(0)
+    a = (rng.random(n) < 0.50).astype(float)
+    b = np.where(rng.random(n) < 0.9, a, 1.0 - a)  # 10% discordant
+    b[:600] = 1.0  # a small real gain
+    tracemalloc.start()
+    try:
+        c = metrics.compare_paired(list(a), list(b), resamples=10_000)
+        _, peak_binary = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        scores_a = rng.random(n)  # continuous scores: no few-valued shortcut
+        _, lo, hi, _ = metrics.paired_bootstrap(scores_a, scores_a + 0.01, resamples=200)
+        _, peak_general = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert c.n == n and c.diff == pytest.approx(float(np.mean(b) - np.mean(a)))
+    assert c.a_only == int(np.sum((a == 1) & (b == 0)))
+    assert c.mcnemar_p == _exact_mcnemar(c.a_only, c.b_only)
+    half = 1.96 * np.std(b - a) / math.sqrt(n)  # the normal-theory half-width
+    assert c.ci_low == pytest.approx(c.diff - half, abs=half / 10)
+    assert c.ci_high == pytest.approx(c.diff + half, abs=half / 10)
+    assert lo == pytest.approx(0.01) and hi == pytest.approx(0.01)
+    # The inputs themselves are a few MB (two lists of 10^5 floats, their arrays).
+    assert peak_binary < 40e6, f"peak {peak_binary / 1e6:.0f} MB"
+    assert peak_general < 60e6, f"peak {peak_general / 1e6:.0f} MB"
+
+
+def test_resamples_are_bounded():
+    with pytest.raises(ValueError, match="resamples must be an integer from 1 to 1,000,000"):
+        metrics.paired_bootstrap([0.0, 1.0], [1.0, 1.0], resamples=10**9)
+    with pytest.raises(ValueError, match="resamples"):
+        metrics.bootstrap_mean_interval([0.5, 0.25], resamples=0)
+
+
+def test_eval_compare_refuses_absurd_resamples_in_one_line(ssb_cli, tmp_path):
+    code, _, err = ssb_cli("eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"),
+                           "--resamples", "1000000000000")
+    assert code == 2 and "--resamples must be from 100 to 1,000,000" in err
+    assert "\n" not in err.strip()

@@ -90,11 +90,27 @@ def test_stage_configs_are_derived_into_the_cli(ssb_cli, monkeypatch):
                          ("run", RunConfig)):
         code, out, _ = ssb_cli(command, "--help")
         assert code == 0
-        text = " ".join(out.split())
+        flags = help_flags(out)
         for spec in cls.specs():
-            assert spec.flag in text, f"ssb {command} --help lacks {spec.flag}"
+            # Whole flags: `--lr` is not found inside `--lr-scheduler`.
+            assert spec.flag in flags, f"ssb {command} --help lacks {spec.flag}"
     code, out, _ = ssb_cli("eval", "--help")
-    assert code == 0 and all(s.flag in out for s in EvalConfig.specs())
+    assert code == 0
+    flags = help_flags(out)
+    assert all(s.flag in flags for s in EvalConfig.specs())
+
+
+def help_flags(text: str) -> set[str]:
+    """The long flags a help screen shows, as whole words (``--x/--no-x`` gives both)."""
+    import re
+
+    return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*(?![\w…-])", text))
+
+
+def test_help_flags_are_whole_words():
+    screen = "│ --lr-scheduler  <str>  ... │ --force --no-force <bool> │ see --lr-sched… │"
+    assert help_flags(screen) == {"--lr-scheduler", "--force", "--no-force"}
+    assert "--lr" not in help_flags(screen)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -154,3 +170,25 @@ def test_plugins_lists_backend_options(ssb_cli):
     assert code == 0
     data = json.loads(out)
     assert "n_threads" in {o["name"] for o in data["backends"]["llama.cpp"]["options"]}
+
+
+def test_backend_options_are_declared_once():
+    """Each backend's -B options: the schema in ssb_backends/__init__.py is the declaration; the
+    module's OPTIONS is read from it, and the constructor takes exactly those, with the same
+    defaults (a drift in either fails here)."""
+    import importlib
+    import inspect
+
+    from ssb_backends import _BACKENDS, option_names
+
+    classes = {"transformers": "TransformersBackend", "llama.cpp": "LlamaCppBackend",
+               "openai": "OpenAICompatBackend", "vllm": "VLLMBackend"}
+    assert set(classes) == set(_BACKENDS)
+    for name, spec in _BACKENDS.items():
+        module = importlib.import_module(spec["module"])
+        assert module.OPTIONS == option_names(name), name
+        params = inspect.signature(getattr(module, classes[name]).__init__).parameters
+        taken = {p.name: p.default for p in params.values()
+                 if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        declared = {o.name: o.default for o in spec["options"]}
+        assert taken == declared, name

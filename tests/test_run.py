@@ -153,3 +153,106 @@ def test_run_rejects_a_bad_stage_setting_before_any_stage(tmp_path, tiny_model_d
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2 and "unknown key 'rolouts'" in stderr
     assert not (out / "curate").exists()
+
+
+def write_llama_config(path: Path, gguf: Path, hf_model: Path, rounds: int, epochs: int) -> Path:
+    """`ssb run` on llama.cpp: the tiny model as a GGUF for curate and eval, its HF directory
+    (the same weights) for distill, as `--model default` pairs the Q4_K_M file with its fp32
+    conversion."""
+    text = write_config(path, gguf, rounds, epochs).read_text()
+    text = text.replace('backend = "transformers"',
+                        'backend = "llama.cpp"\n'
+                        f'distill-model = "{hf_model}"\n'
+                        'backend-options = {n_threads = 1, n_ctx = 512, n_parallel = 4}')
+    text = text.replace("[curate]\n", "[curate]\nteacher-max-tokens = 64\n")
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def stopping_model(tmp_path_factory) -> tuple[Path, Path]:
+    """The tiny model made to end its answers (tests/tiny_gguf.py), as an HF directory and as an
+    F32 GGUF of the same weights."""
+    pytest.importorskip("llama_cpp")
+    from tiny_gguf import build_tiny_gguf, make_it_stop
+
+    from ssb.testing import build_tiny_model
+
+    root = tmp_path_factory.mktemp("tiny-stopping")
+    hf = make_it_stop(build_tiny_model(root / "hf"))
+    return hf, build_tiny_gguf(hf, root / "tiny.gguf")
+
+
+@pytest.mark.slow
+def test_two_rounds_on_llama_cpp_resume_after_sigkill_in_round_2(tmp_path, stopping_model,
+                                                                  coinflip_path):
+    """`ssb run --rounds 2 --backend llama.cpp`: round 2 curates with the base GGUF + round 1's
+    adapter, distills on round 1 merged into the fp32 weights, and is evaluated as the base + both
+    rounds folded into one GGUF LoRA.  A SIGKILL during round 2's distill loses and repeats
+    nothing; the report says who curated each round; `ssb eval --adapter RUN/round2` (and the
+    adapters as a repeated flag) is the same student."""
+    out = tmp_path / "run"
+    hf_model, tiny_gguf = stopping_model
+    cfg = write_llama_config(tmp_path / "pipeline.toml", tiny_gguf, hf_model, rounds=2,
+                             epochs=4)
+    proc = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    deadline = time.time() + 900
+    while time.time() < deadline and proc.poll() is None:
+        if list((out / "round2" / "distill").glob("**/checkpoint-*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished (or failed) before round 2's distill: " + \
+        proc.communicate()[1][-3000:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r1, r2 = out / "round1", out / "round2"
+    assert not (r2 / "distill" / "adapter" / "adapter_config.json").exists()
+    kept = {p: p.stat().st_mtime_ns for p in (
+        r1 / "curate" / "curated.jsonl", r1 / "distill" / "adapter" / "adapter_model.safetensors",
+        r1 / "merged" / "config.json", r1 / "student" / "adapter_model.safetensors",
+        r1 / "student" / "adapter.gguf", r2 / "curate" / "curated.jsonl",
+        out / "eval" / "coinflip" / "base" / "results.jsonl",
+        r1 / "eval" / "coinflip" / "student" / "results.jsonl")}
+    curate2 = json.loads((r2 / "curate" / "manifest.json").read_text())["config"]
+    assert curate2["model"] == str(tiny_gguf)  # the base GGUF, not re-quantized...
+    assert curate2["adapter"] == str(r1 / "student" / "adapter.gguf")  # ...+ round 1's LoRA
+
+    again = ssb_run(["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = again.communicate(timeout=900)
+    assert again.returncode == 0, stderr[-4000:]
+    assert stderr.count("[skip]") == 5 and stderr.count("[run]") == 2, stderr[-3000:]
+    assert f"[run] distill -> {r2 / 'distill'}" in stderr
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # nothing redone
+    distill2 = json.loads((r2 / "distill" / "manifest.json").read_text())["config"]
+    assert distill2["model"] == str(r1 / "merged")  # trained on round 1 merged (fp32)
+    folded = json.loads((r2 / "student" / "adapter_config.json").read_text())
+    assert folded["r"] == 8  # rank 4 + 4: both rounds in one LoRA
+    summary = json.loads((r2 / "eval" / "coinflip" / "student" / "summary.json").read_text())
+    assert summary["model"] == str(tiny_gguf) and summary["adapter"] == str(r2 / "student")
+
+    report = (out / "report.md").read_text()
+    assert "| curated by |" in report
+    assert f"| 1 | base ({tiny_gguf}) |" in report
+    assert f"| 2 | round-1 student ({tiny_gguf} + round 1's LoRA) |" in report
+    assert "student (round 2)" in report
+
+    # The user names the round-2 student as its run directory, or its adapters in order.
+    args = ["eval", "-d", "coinflip", "-b", "llama.cpp", "-m", str(tiny_gguf), "--limit", "8",
+            "--max-tokens", "12", "-B", "n_threads=1", "-B", "n_ctx=512", "-B", "n_parallel=4"]
+    want = [row["samples"] for row in map(json.loads, (
+        r2 / "eval" / "coinflip" / "student" / "results.jsonl").read_text().splitlines())]
+    for i, adapter in enumerate([["--adapter", str(r2)],
+                                 ["--adapter", str(r1 / "distill" / "adapter"),
+                                  "--adapter", str(r2 / "distill" / "adapter")]]):
+        from conftest import ssb_subprocess
+
+        ev = ssb_subprocess(args[0], [*args[1:], *adapter, "--out", str(tmp_path / f"e{i}")],
+                            coinflip_path)
+        _, err = ev.communicate(timeout=300)
+        assert ev.returncode == 0, err[-3000:]
+        got = [row["samples"] for row in map(json.loads, (
+            tmp_path / f"e{i}" / "results.jsonl").read_text().splitlines())]
+        assert [[s["text"] for s in g] for g in got] == [[s["text"] for s in w] for w in want]
+        summary = json.loads((tmp_path / f"e{i}" / "summary.json").read_text())
+        assert summary["adapters"] == [str(r1 / "distill" / "adapter"),
+                                       str(r2 / "distill" / "adapter")]

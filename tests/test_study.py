@@ -238,11 +238,11 @@ def test_eval_specs_and_study_config_validation(tmp_path):
                                                           {"n": "300", "seed": "2"})
     assert parse_eval_spec("gsm8k=data/t.jsonl") == ("gsm8k", "data/t.jsonl", {})
     cfg = tmp_path / "s.toml"
-    cfg.write_text('[[arms]]\nname = "ssb"\nloss = "kl=1"\n[[arms]]\nname = "ssb"\nloss = "ce=1"\n'
-                   'teacher = "none"\n')
+    cfg.write_text('domain = "arithmetic"\n[[arms]]\nname = "ssb"\nloss = "kl=1"\n[[arms]]\n'
+                   'name = "ssb"\nloss = "ce=1"\nteacher = "none"\n')
     with pytest.raises(ConfigError, match="unique"):
         resolve(StudyConfig, file=cfg, flags={"out": str(tmp_path / "o")})
-    cfg.write_text('[[arms]]\nname = "bad"\nlora-r = 0\n')
+    cfg.write_text('domain = "arithmetic"\n[[arms]]\nname = "bad"\nlora-r = 0\n')
     with pytest.raises(ConfigError, match=r"\[arms.bad\].*--lora-r must be >= 1"):
         resolve(StudyConfig, file=cfg, flags={"out": str(tmp_path / "o")})
     assert not (tmp_path / "o").exists()

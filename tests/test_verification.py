@@ -82,7 +82,7 @@ def test_timeout_kills_and_replaces_helper_in_a_thread():
     # A pool of one helper (earlier tests may have grown the shared pool), so the call after the
     # timeout can only succeed on a replacement.
     shutdown_pool()
-    latex_equal("1", "1")  # warm helper
+    latex_equal(r"\frac{2}{2}", "1")  # warm helper (not identical strings: those need none)
     pool = get_pool()
     started = pool.started
     result = {}
@@ -235,3 +235,61 @@ def test_default_batch_reports_progress_and_propagates_callback_errors():
 
     with pytest.raises(RuntimeError, match="progress callback failed"):
         verify_batch("math", items, progress=boom)
+
+
+# -- identical answers before any guard (issue 21 §4) ----------------------------------------
+
+GUARDED = [r"9^{9^{9^{9}}}", r"(x+y+z+w)^{60}", r"100000!", r"\sin(10^{99999})"]
+
+
+@pytest.mark.parametrize("answer", GUARDED)
+def test_identical_guarded_answers_are_equal(answer):
+    """The guard rejects each of these; the same answer as the gold is still right (spacing
+    and ``$`` aside), in the wrapper, through the math domain and through GSM8K."""
+    assert check_complexity(answer) is not None
+    assert latex_equal(answer, answer).correct
+    assert latex_equal(answer, " $" + answer.replace("^", " ^ ") + "$ ").correct
+    verdict = verify_batch("math", [(r"The answer is $\boxed{%s}$." % answer, answer)])[0]
+    assert verdict.correct and verdict.error is None, verdict
+    assert verify_batch("gsm8k", [(r"\boxed{%s}" % answer, answer)])[0].correct
+
+
+def test_reordered_guarded_answer_stays_ungraded():
+    """Reordering needs symbolic work the guard must keep out (docs/reliability.md): a different
+    string behind the guard is rejected, never compared; so is a wrong one."""
+    for answer in (r"(w+x+y+z)^{60}", r"(x+y+z+w)^{61}"):
+        verdict = verify_batch("math", [(r"\boxed{%s}" % answer, r"(x+y+z+w)^{60}")])[0]
+        assert not verdict.correct and verdict.error.startswith("rejected"), verdict
+
+
+def test_normalize_latex_keeps_distinct_commands_apart():
+    from ssb.answers import normalize_latex
+
+    assert normalize_latex(r" $\left( \dfrac{1}{2} \right).$") == r"(\frac{1}{2})"
+    assert normalize_latex(r"a \quad b\,c") == "abc"
+    # \left and \right are spacing only as themselves, not as the start of another command
+    assert normalize_latex(r"\leftarrow") != normalize_latex(r"\rightarrow")
+    assert normalize_latex(r"\Leftrightarrow") == r"\Leftrightarrow"
+
+
+# -- the package keeps every name of the former module ------------------------------------------
+
+def test_every_former_name_is_importable_from_ssb_verification():
+    import importlib
+
+    import ssb.verification as verification
+
+    former = ["DEFAULT_TIMEOUT", "HELPER_MARKER", "MAX_ANSWER_CHARS", "MAX_FACTORIAL",
+              "MAX_FUNCTION_ARG_DIGITS", "MAX_LITERAL_DIGITS", "MAX_NESTING", "MAX_RESULT_DIGITS",
+              "MAX_SYMBOLIC_EXPONENT", "STARTUP_TIMEOUT", "WORKER_MEMORY_MB", "VerificationTimeout",
+              "WorkerError", "WorkerPool", "available_cores", "check_complexity", "get_pool",
+              "in_worker", "latex_equal", "math_verify_equal", "resolve_workers", "run_bounded",
+              "shutdown_pool", "verify_batch", "verify_one", "worker_function"]
+    missing = [name for name in former if not hasattr(verification, name)]
+    assert not missing
+    assert sorted(verification.__all__) == sorted(former)
+    for module in ("guard", "pool", "mathverify", "batch"):  # one job each, each small
+        mod = importlib.import_module(f"ssb.verification.{module}")
+        with open(mod.__file__, encoding="utf-8") as f:
+            assert sum(1 for _ in f) <= 600, module
+

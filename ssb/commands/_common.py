@@ -10,7 +10,6 @@ resolved by :func:`ssb.options.resolve` (defaults < preset < file < explicit fla
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 import threading
 import time
@@ -37,14 +36,23 @@ def _config_callback(ctx: typer.Context, param: Any, value: Any) -> Any:
     from ssb.options import ConfigError, file_section, read_toml
 
     if value:
-        data = file_section(read_toml(value), ctx.info_name)
-        names = {p.name for p in ctx.command.params if p.name}
+        from ssb.secrets import learn
+
+        whole = read_toml(value)
+        learn(whole)  # a URL's credentials in the file are masked in every line from now on
+        data = file_section(whole, ctx.info_name)
+        params = {p.name: p for p in ctx.command.params if p.name}
+        names = set(params)
         defaults = {}
         for key, v in data.items():
             name = key.replace("-", "_")
             if name not in names:
                 raise ConfigError(f"{value}: unknown key {key!r} for `ssb {ctx.info_name}` "
                                   f"(flags: {', '.join(sorted(n.replace('_', '-') for n in names))})")
+            if isinstance(v, (list, dict)) and not getattr(params[name], "multiple", False):
+                # a list or a table where one value belongs: refused, never coerced by click
+                shape = "a table" if isinstance(v, dict) else "a list"
+                raise ConfigError(f"{value}: {key} takes one value, got {shape}")
             defaults[name] = v
         ctx.default_map = {**(ctx.default_map or {}), **defaults}
     return value
@@ -82,7 +90,9 @@ def _annotation(spec: Any) -> Any:
     base = spec.base_type
     if base in (list, dict):
         return List[str]
-    if base not in (str, int, float, bool, Path):
+    if base not in (str, int, float, bool):
+        # Paths too: typer would turn `--out ""` into Path("") == "." (the working directory);
+        # as text, the config's own coercion sees the empty value and refuses it.
         base = str
     return Optional[base] if spec.optional or spec.required else base
 
@@ -95,6 +105,35 @@ def _default(spec: Any) -> Any:
     if spec.base_type is dict:
         return [f"{k}={v}" for k, v in (spec.default or {}).items()]
     return spec.default
+
+
+@contextmanager
+def deprecations() -> Iterator[None]:
+    """An old option used (``--force``): one ``warning:`` line on stderr per message, the
+    command goes on.  Other warnings pass through as they would."""
+    import warnings
+
+    from ssb.options import SsbDeprecationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", SsbDeprecationWarning)
+        yield
+    seen = set()
+    for w in caught:
+        if issubclass(w.category, SsbDeprecationWarning):
+            if str(w.message) not in seen:
+                seen.add(str(w.message))
+                typer.echo(f"warning: {w.message}", err=True)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def help_markup(text: str) -> str:
+    """``text`` for a help screen: typer renders help as rich markup, where ``[curate]`` or
+    ``[required]`` is a style tag and vanishes; escaped, it prints as written."""
+    from rich.markup import escape
+
+    return escape(text)
 
 
 def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[..., None], *,
@@ -115,12 +154,11 @@ def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[...,
         if s.base_type is bool:
             decls = [f"{s.flag}/--no-{s.flag[2:]}"]
         default = _default(s)
-        help_text = s.help + ("" if s.required else "")
-        if s.required:
-            help_text += " [required]"
+        help_text = help_markup(s.help + (" [required]" if s.required else ""))
         params.append(inspect.Parameter(
             s.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=_annotation(s),
-            default=typer.Option(default, *decls, help=help_text, metavar=s.metavar,
+            default=typer.Option(default, *decls, help=help_text,
+                                 metavar=s.metavar or ("PATH" if s.base_type is Path else None),
                                  show_default=not s.required and default not in (None, [], {}))))
     if cls.PRESETS:
         params.append(inspect.Parameter(
@@ -146,12 +184,13 @@ def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[...,
             source = ctx.get_parameter_source(s.name)
             if source is not None and source.name in _EXPLICIT:
                 flags[s.name] = kwargs[s.name]
-        config = resolve(cls, preset=preset, file=config_file, flags=flags, nested=nested)
+        with deprecations():
+            config = resolve(cls, preset=preset, file=config_file, flags=flags, nested=nested)
         handler(config, **{k: v for k, v in kwargs.items() if k in extra_names})
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
-    command.__doc__ = doc
+    command.__doc__ = help_markup(doc)
     command.__name__ = name.replace("-", "_")
     app.command(name)(command)
 
@@ -174,14 +213,10 @@ def render_events(enabled: bool = True, interval: float = 10.0) -> Iterator[Even
         with _rich_renderer() as callback:
             yield callback
         return
-    env = os.environ.get(PROGRESS_INTERVAL_ENV)
-    if env:
-        try:
-            interval = float(env)
-        except ValueError:
-            pass
-        if not interval > 0:  # also NaN
-            interval = 10.0
+    from ssb.environment import env_value
+
+    # Checked: text, NaN or a near-zero interval that would flood the log is one error line.
+    interval = env_value(PROGRESS_INTERVAL_ENV, interval)
     renderer = _LineRenderer(enabled, interval)
     renderer.start()
     try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Optional
 
 import typer
 
@@ -59,10 +59,19 @@ def register(app: typer.Typer) -> None:
         if missing and kwargs.get("config") is None:
             raise ConfigError(f"ssb eval needs {', '.join(missing)} (or a subcommand: compare); "
                               "see `ssb eval --help`")
+        if isinstance(kwargs.get("adapter"), (list, tuple)):  # repeated --adapter: in order
+            kwargs["adapter"] = ",".join(kwargs["adapter"]) or None
         stage_fn(ctx=ctx, **kwargs)
 
-    evaluate_group.__signature__ = stage_fn.__signature__  # type: ignore[attr-defined]
-    evaluate_group.__annotations__ = stage_fn.__annotations__
+    # --adapter may repeat (a round-r student's adapters, in order): the stage takes them
+    # comma-joined, as it takes them from a config file.
+    signature = stage_fn.__signature__  # type: ignore[attr-defined]
+    signature = signature.replace(parameters=[
+        p.replace(annotation=Optional[List[str]]) if p.name == "adapter" else p
+        for p in signature.parameters.values()])
+    evaluate_group.__signature__ = signature  # type: ignore[attr-defined]
+    evaluate_group.__annotations__ = {**stage_fn.__annotations__,
+                                      "adapter": Optional[List[str]]}
     evaluate_group.__doc__ = DOC
     eval_app.callback()(evaluate_group)
 
@@ -88,8 +97,11 @@ def register(app: typer.Typer) -> None:
 
         if not 0 < alpha < 1:
             raise SsbError(f"--alpha must be in (0, 1), got {alpha}")
-        if resamples < 100:
-            raise SsbError(f"--resamples must be >= 100, got {resamples}")
+        from ssb.metrics import MAX_RESAMPLES
+
+        if not 100 <= resamples <= MAX_RESAMPLES:
+            raise SsbError(f"--resamples must be from 100 to {MAX_RESAMPLES:,}, "
+                           f"got {resamples:,}")
         report = compare_runs(runs, alpha=alpha, resamples=resamples, seed=seed)
         if json_out:
             emit_json(report)

@@ -55,6 +55,7 @@ def register(app: typer.Typer) -> None:
             [{"role": "user", "content": prompt}]
         params = SamplingParams(n=n, temperature=temperature, top_p=top_p, top_k=top_k,
                                 max_new_tokens=max_tokens, stop=list(stop), seed=seed)
+        params.check()  # NaN, a top_p of 0, ...: one line before the model loads
         t0 = time.perf_counter()
         engine = load_backend(backend, model, adapter, backend_opt)
         loaded = time.perf_counter()

@@ -15,7 +15,10 @@ from ssb.stages.run import RunConfig
 DOC = """Run the whole pipeline with one output tree and a report.
 
 Each completed stage is skipped on rerun, so a crashed run resumes by rerunning the same
-command.  Stage options go in the config file's [curate], [distill] and [evaluate] tables.
+command.  Stage options go in the config file's [curate], [distill] and [evaluate] tables; a
+--curate/--distill/--evaluate KEY=VALUE flag changes that one key of the table.  --restart
+reruns every stage from nothing; --accept-changed-config lets each stage go on under a changed
+config where that is safe.
 
 Examples:\n
   ssb run --preset demo --out runs/demo\n

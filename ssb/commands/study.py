@@ -18,8 +18,8 @@ problems with paired significance.  Writes DIR/report.md, DIR/study.json and DIR
 Rerun the same command to resume a study killed at any point.
 
 Examples:\n
-  ssb study --config docs/study.toml --out runs/study\n
-  ssb study --out runs/s --limit 40 --eval arithmetic --eval-limit 100 --curate max_tokens=384
+  ssb study --config studies/arithmetic.toml --out runs/study\n
+  ssb study --domain arithmetic --out runs/s --limit 40 --eval arithmetic --eval-limit 100 --curate max_tokens=384
 """
 
 

@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
           ssb verify --domain gsm8k --input rollouts.jsonl --workers 2 > verdicts.jsonl
         """
         from ssb.errors import DataError, SsbError
-        from ssb.journal import read_jsonl
+        from ssb.journal import open_input, read_jsonl_numbered
         from ssb.verification import verify_batch
 
         if input is None:
@@ -50,12 +50,11 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(0 if verdict.correct else 1)
         if gold is not None or response is not None:
             raise SsbError("--input cannot be combined with --gold/--response")
-        if not input.is_file():
-            raise SsbError(f"input file not found: {input}")
+        open_input(input, "input file").close()  # missing, a FIFO, a /proc file: one line
         rows: list[dict] = []
         lines: list[int] = []
         number = 0
-        for number, obj in _numbered(input, read_jsonl):
+        for number, obj in read_jsonl_numbered(input, what="input file"):
             for key in ("response", "gold"):
                 value = obj.get(key)
                 if isinstance(value, (int, float)) and key == "gold" and not isinstance(value, bool):
@@ -75,13 +74,6 @@ def register(app: typer.Typer) -> None:
             if verdict.detail:
                 out["detail"] = verdict.detail
             emit_json(out)
-
-
-def _numbered(path: Path, read_jsonl):
-    """(line number, object) pairs; read_jsonl raises DataError naming the line on bad JSON."""
-    with open(path, "rb") as f:
-        numbers = [i for i, raw in enumerate(f, start=1) if raw.strip()]
-    return zip(numbers, read_jsonl(path))
 
 
 def _number_text(value: float | int) -> str:

@@ -8,8 +8,11 @@ that solution verifies against the gold answer.
 Selection rule (:func:`select_pair`, deterministic and independent of batching)
 ------------------------------------------------------------------------------
 * A problem is ``all_correct`` when no rollout is wrong and ``all_wrong`` when none is correct;
-  both are skipped.  A rollout is *wrong* when its verdict is not correct, including rollouts with
-  no extractable answer and verdicts that errored (e.g. a verifier timeout).
+  both are skipped.  It is ``few_correct`` (skipped) when fewer than ``min_correct`` rollouts are
+  correct (``--min-correct``, else the domain verifier's ``min_correct`` attribute, else 1): a
+  multiple-choice domain asks for 2, since one right rollout of four is often a lucky guess.
+  A rollout is *wrong* when its verdict is not correct, including rollouts with no extractable
+  answer and verdicts that errored (e.g. a verifier timeout).
 * Randomness comes from ``random.Random`` seeded with sha256("ssb-curate", seed, problem id), so a
   problem's choice depends only on the run seed and its own id, never on batch order or resume.
 * The correct example is a seeded-random choice among the correct rollouts that finished
@@ -55,6 +58,9 @@ from typing import Any, Callable, ClassVar, Iterable, Sequence
 
 from ssb.errors import SsbError
 from ssb.events import EventCallback, Reporter
+from ssb.option_groups import (ACCEPT_CHANGED_CONFIG, ADAPTER, BACKEND, BACKEND_OPTIONS, DATASET,
+                               DOMAIN, FILTERS, FORCE, LIMIT, MODEL, OUT, RESTART, SEED, SOURCE,
+                               SPLIT, TEMPLATE, WORKERS)
 from ssb.options import StageConfig, option
 from ssb.records import (Completion, CuratedRecord, Problem, Rollout, SamplingParams, Verdict,
                          derive_seed)
@@ -72,6 +78,7 @@ ALL_WRONG = "all_wrong"
 TEACHER_WRONG = "teacher_wrong"
 ERROR = "error"
 SKIP_REASONS = (ALL_CORRECT, ALL_WRONG, TEACHER_WRONG, ERROR)
+FEW_CORRECT = "few_correct"  # only with min_correct > 1; in stats["skipped"] only when it occurs
 
 
 # -- pure selection logic -------------------------------------------------------------------------
@@ -123,7 +130,8 @@ class Selection:
     answer_counts: list[dict[str, Any]] = field(default_factory=list)  # wrong answers, by count
 
 
-def select_pair(rollouts: Sequence[Rollout], seed: int, problem_id: str) -> Selection:
+def select_pair(rollouts: Sequence[Rollout], seed: int, problem_id: str,
+                min_correct: int = 1) -> Selection:
     """Choose the correct and the wrong example for one problem (rule: see the module docstring)."""
     correct = [i for i, r in enumerate(rollouts) if r.correct]
     wrong = [i for i, r in enumerate(rollouts) if not r.correct]
@@ -131,6 +139,8 @@ def select_pair(rollouts: Sequence[Rollout], seed: int, problem_id: str) -> Sele
         return Selection(status=ALL_WRONG, answer_counts=_wrong_counts(rollouts, wrong))
     if not wrong:
         return Selection(status=ALL_CORRECT)
+    if len(correct) < min_correct:
+        return Selection(status=FEW_CORRECT, answer_counts=_wrong_counts(rollouts, wrong))
     rng = problem_rng(seed, problem_id)
     # A truncated rollout may be judged correct by a last-number fallback: prefer finished ones.
     finished = [i for i in correct if rollouts[i].finish_reason == "stop"]
@@ -198,7 +208,7 @@ def summarize(outcomes: Iterable[dict]) -> dict[str, Any]:
             kept += 1
             solution_tokens.append(e["teacher_tokens"])
         else:
-            skipped[_skip_label(status)] += 1
+            skipped[_skip_label(status)] = skipped.get(_skip_label(status), 0) + 1
         rollout_tokens.extend(e.get("rollout_tokens") or [])
         rollouts_correct += sum(bool(c) for c in e.get("rollout_correct") or [])
         if e.get("teacher_tokens") is not None:
@@ -246,22 +256,25 @@ class CurateConfig(StageConfig):
                   "teacher_temperature": 0.4},
     }
 
-    domain: str = option(help="Verifier + prompt domain (gsm8k, math, arithmetic, code, ...).")
-    backend: str = option(help="Generation backend (see `ssb plugins`).")
-    model: str = option(help="Model: hub id, HF directory, .gguf file or 'default'.")
-    out: Path = option(help="Output directory (rerun the same command to resume).",
-                       resume=False)
-    dataset: str | None = option(None, help="Dataset name (default: the domain's name).")
-    source: str | None = option(None, help="Local jsonl/json/parquet path or hub id "
-                                "(default: the dataset's).")
-    split: str = option("train", help="Dataset split.")
-    limit: int | None = option(None, ge=1, help="Use only the first N problems.")
+    # Options shared with other commands are declared once, in ssb.option_groups.
+    domain: str = DOMAIN()
+    backend: str = BACKEND()
+    model: str = MODEL()
+    out: Path = OUT(note="curated.jsonl, rejected.jsonl, stats.json, manifest.json, journal.jsonl")
+    dataset: str | None = DATASET(None, note="default: the domain's name")
+    source: str | None = SOURCE()
+    split: str = SPLIT("train")
+    limit: int | None = LIMIT()
     until_kept: int | None = option(
         None, ge=1, help="Stop once N records are kept: problems are taken in order, a batch at "
         "a time (the batch in progress finishes, so a few more may be kept); --limit caps them.")
     rollouts: int = option(4, ge=2, help="Rollouts per problem (K); one right and one wrong "
                            "are needed, so at least 2.")
-    seed: int = option(0, help="Seeds sampling and the selection tie-breaks.")
+    min_correct: int | None = option(
+        None, ge=1, help="Keep a problem only when at least N of its K rollouts are correct "
+        "(default: the domain's; 1, or 2 for multiple choice, where one right rollout may be a "
+        "lucky guess).")
+    seed: int = SEED(0, note="sampling and the selection tie-breaks")
     temperature: float = option(0.8, ge=0, help="Rollout temperature.")
     top_k: int = option(50, ge=0, help="Top-k for sampling, 0 = off.")
     top_p: float = option(1.0, gt=0, le=1, help="Top-p for sampling.")
@@ -270,26 +283,22 @@ class CurateConfig(StageConfig):
     teacher_max_tokens: int | None = option(
         None, ge=1, help="Max new tokens of the robust solution (default: --max-tokens); a "
         "truncated solution is never kept.")
-    template: str | None = option(None, help="Prompt template name or name@version "
-                                  "(default: the domain's first).")
+    template: str | None = TEMPLATE()
     batch_size: int = option(32, ge=1, resume=False,
                              help="Problems per backend call (the batch's hinted-teacher prompts "
                              "are decoded together, so larger batches keep more slots busy).")
     max_errors: int = option(10, ge=0, resume=False,
                              help="Stop after more than this many failed problems in one run.")
-    workers: int | None = option(None, ge=0, resume=False,
-                                 help="Verification helper processes (default: one per core; "
-                                 "0: in-process).")
+    workers: int | None = WORKERS()
     skip_bad: bool = option(False, help="Skip (and count) malformed dataset rows instead of "
                             "failing.")
-    filters: dict[str, Any] = option(default_factory=dict, flag="--filter", metavar="KEY=VALUE",
-                                     help="Dataset filter KEY=VALUE (repeatable), e.g. n=300 "
-                                     "for a generated set, subject=Algebra.")
-    adapter: str | None = option(None, help="LoRA adapter for the backend (a format it loads).")
-    backend_options: dict[str, Any] = option(
-        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
-        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).")
-    force: bool = option(False, resume=False, help="Resume even though the config changed.")
+    filters: dict[str, Any] = FILTERS()
+    adapter: str | None = ADAPTER()
+    backend_options: dict[str, Any] = BACKEND_OPTIONS()
+    restart: bool = RESTART()
+    accept_changed_config: bool = ACCEPT_CHANGED_CONFIG(
+        note="the problems already curated are kept, the rest are curated under the new one")
+    force: bool = FORCE("accept_changed_config", "resume even though the config changed")
 
     def check(self) -> None:
         from ssb.plugins import get_registry
@@ -300,6 +309,18 @@ class CurateConfig(StageConfig):
         registry.verifier(self.domain)
         registry.dataset(self.dataset or self.domain)
         registry.template(self.domain, self.template)
+        if self.resolved_min_correct() >= self.rollouts:
+            raise SsbError(f"--min-correct {self.resolved_min_correct()} leaves no room for a "
+                           f"wrong rollout among --rollouts {self.rollouts}")
+
+    def resolved_min_correct(self) -> int:
+        """``--min-correct``, else the domain verifier's ``min_correct`` (1 when it has none)."""
+        if self.min_correct is not None:
+            return self.min_correct
+        from ssb.plugins import get_registry
+
+        value = getattr(get_registry().verifier(self.domain), "min_correct", 1)
+        return value if isinstance(value, int) and value >= 1 else 1
 
     def _public_value(self, s, identity: bool = False):
         if s.name == "backend_options":
@@ -310,6 +331,8 @@ class CurateConfig(StageConfig):
                     else factory.public_options(self.backend_options))
         if s.name == "dataset":
             return self.dataset or self.domain
+        if s.name == "min_correct":  # the rule in force; None is 1, what runs before it had
+            return self.resolved_min_correct() if self.resolved_min_correct() > 1 else None
         return getattr(self, s.name)
 
 
@@ -382,13 +405,14 @@ def process_chunk(problems: Sequence[Problem], *, backend: Any, template: Any, c
         else:
             items.extend((c.text, p.gold) for c in result)
     verdicts = iter(_verify(config.domain, items, config.workers))
+    min_correct = config.resolved_min_correct()
 
     pending: list[tuple[int, Problem, list[Rollout], Selection]] = []
     for i, (p, result) in enumerate(zip(problems, generated)):
         if isinstance(result, str):
             continue
         rollouts = [make_rollout(c, next(verdicts)) for c in result]
-        selection = select_pair(rollouts, config.seed, p.id)
+        selection = select_pair(rollouts, config.seed, p.id, min_correct)
         entry = {
             "id": p.id,
             "status": selection.status,
@@ -510,8 +534,9 @@ def _rebuild_outputs(out: Path, outcomes: dict[str, dict]) -> int:
 
 def _live_info(outcomes: dict[str, dict]) -> str:
     counts = Counter(e["status"] for e in outcomes.values())
+    few = f"few-correct {counts[FEW_CORRECT]} | " if counts[FEW_CORRECT] else ""
     return (f"kept {counts[KEPT]} | all-correct {counts[ALL_CORRECT]} | "
-            f"all-wrong {counts[ALL_WRONG]} | teacher-wrong {counts[TEACHER_WRONG]} | "
+            f"all-wrong {counts[ALL_WRONG]} | {few}teacher-wrong {counts[TEACHER_WRONG]} | "
             f"errors {counts[ERROR]}")
 
 
@@ -561,7 +586,9 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
     manifest_config = {**config.manifest(), "template": template.id}
     out = Path(config.out)
 
-    with StageOutput(out, COMMAND, identity, manifest_config, force=config.force,
+    with StageOutput(out, COMMAND, identity, manifest_config,
+                     force=config.accept_changed_config, restart=config.restart,
+                     outputs=(JOURNAL, CURATED, REJECTED, STATS),
                      inputs=problems.inputs, seed=config.seed,
                      input_hashes={f"problems:{dataset_name}/{config.split}": problems.sha256}
                      ) as stage:
@@ -609,6 +636,11 @@ def curate(config: CurateConfig, *, on_event: EventCallback | None = None,
             if todo and not reached_target() and backend is None:
                 backend = registry.backend(config.backend).create(
                     config.model, adapter=config.adapter, **config.backend_options)
+            if hasattr(backend, "check_params"):  # settings beyond the model: no work yet
+                backend.check_params(SamplingParams(
+                    n=config.rollouts, temperature=config.temperature, top_p=config.top_p,
+                    top_k=config.top_k,
+                    max_new_tokens=max(config.max_tokens, config.teacher_max_tokens or 0)))
             # Only now: a model that fails to load leaves no manifest behind that would refuse
             # the corrected command as "a different config".
             stage.start_work()

@@ -24,18 +24,22 @@ from typing import Any, ClassVar, Iterable, Sequence
 from ssb import metrics
 from ssb.errors import DataError, SsbError
 from ssb.events import EventCallback, Reporter
+from ssb.option_groups import (ACCEPT_CHANGED_CONFIG, BACKEND, BACKEND_OPTIONS, DATASET, FILTERS,
+                               FORCE, LIMIT, MODEL, OUT, RESTART, SEED, SOURCE, SPLIT, TEMPLATE,
+                               WORKERS)
 from ssb.options import ConfigError, StageConfig, option
 from ssb.records import Problem, SamplingParams
 from ssb.journal import atomic_write_json, atomic_write_text
 from ssb.plugins import get_registry
 from ssb.secrets import redact, redact_text
-from ssb.stage import StageOutput, select_problems
+from ssb.stage import StageOutput, check_output_dir, select_problems
 
 COMMAND = "eval"
 JOURNAL = "journal.jsonl"
 RESULTS = "results.jsonl"
 SUMMARY = "summary.json"
 EXPORTED_ADAPTER_FILE = "adapter.gguf"  # where a peft adapter is exported for a GGUF-only backend
+FOLDED_ADAPTER_DIR = "adapter-folded"  # several adapters (a round-r student) folded into one
 
 SAMPLED_TEMPERATURE = 0.6  # default when --samples > 1
 SAMPLED_TOP_P = 0.95
@@ -47,20 +51,20 @@ class EvalConfig(StageConfig):
 
     COMMAND: ClassVar[str] = "eval"
 
-    dataset: str = option(short="-d", help="Dataset name (gsm8k, math500, aime24, amc23, ...).")
-    backend: str = option(short="-b", help="transformers, llama.cpp, openai, vllm, ...")
-    model: str = option(short="-m", help="Model: .gguf file, HF directory, hub id, or 'default'.")
-    out: Path = option(short="-o", resume=False, help="Run directory (rerun to resume).")
-    source: str | None = option(None, help="Local jsonl/json/parquet file or folder, or a hub id "
-                                "(default: the dataset's own).")
-    split: str = option("test", help="Dataset split.")
+    # Options shared with other commands are declared once, in ssb.option_groups.
+    dataset: str = DATASET(note="gsm8k, math500, aime24, amc23, ...")
+    backend: str = BACKEND()
+    model: str = MODEL()
+    out: Path = OUT(note="results.jsonl, summary.json, manifest.json, journal.jsonl")
+    source: str | None = SOURCE()
+    split: str = SPLIT("test")
     adapter: str | None = option(None, help="LoRA adapter: a peft directory (exported to GGUF "
                                  "automatically for backends that load only GGUF adapters) or "
-                                 "a GGUF LoRA file.")
-    limit: int | None = option(None, ge=1, help="First N problems only.")
-    filters: dict[str, Any] = option(default_factory=dict, flag="--filter", metavar="KEY=VALUE",
-                                     help="Dataset filter KEY=VALUE (repeatable), e.g. n=300 "
-                                     "for a generated set, subject=Algebra.")
+                                 "a GGUF LoRA file; or a round-r student: the `ssb run` "
+                                 "directory (or its roundR/) or the rounds' adapters in order, "
+                                 "comma-separated or a repeated flag.")
+    limit: int | None = LIMIT()
+    filters: dict[str, Any] = FILTERS()
     samples: int = option(1, ge=1, short="-n",
                           help="Samples per problem (n > 1: avg@n, maj@n, pass@k).")
     temperature: float | None = option(None, ge=0, short="-t",
@@ -70,19 +74,18 @@ class EvalConfig(StageConfig):
                                  f"greedy; {SAMPLED_TOP_P} sampled).")
     top_k: int = option(0, ge=0, help="Top-k sampling, 0 = off.")
     max_tokens: int = option(2048, ge=1, help="Maximum new tokens per response.")
-    seed: int = option(0, help="Sampling seed.")
-    template: str | None = option(None, help="Prompt template name (default: the domain's).")
+    seed: int = SEED(0, note="sampling")
+    template: str | None = TEMPLATE()
     batch_size: int = option(32, ge=1, resume=False,
                              help="Problems per backend call (and per journal flush).")
-    workers: int | None = option(None, ge=0, short="-w", resume=False,
-                                 help="Verification helper processes (default: one per core; "
-                                 "0: in-process).")
+    workers: int | None = WORKERS()
     verify_timeout: float = option(5.0, gt=0, resume=False,
                                    help="Seconds allowed per verification.")
-    backend_options: dict[str, Any] = option(
-        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
-        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).")
-    force: bool = option(False, resume=False, help="Resume even though the config changed.")
+    backend_options: dict[str, Any] = BACKEND_OPTIONS()
+    restart: bool = RESTART()
+    accept_changed_config: bool = ACCEPT_CHANGED_CONFIG(
+        note="the problems already answered are kept, the rest are answered under the new one")
+    force: bool = FORCE("accept_changed_config", "resume even though the config changed")
 
     @property
     def effective_temperature(self) -> float:
@@ -202,10 +205,19 @@ def _resolve_adapter(config: EvalConfig, out: Path,
     from ssb.stage import sha256_file
     from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT
 
-    path = Path(config.adapter).expanduser()
-    if not path.exists():
-        raise SsbError(f"adapter not found: {config.adapter}")
     info: dict[str, Any] = {}
+    adapters = adapter_list(config.adapter)
+    if len(adapters) > 1:  # a round-r student: its rounds' LoRAs summed, folded into one
+        from ssb.export import ensure_folded_adapter
+
+        for a in adapters:
+            if not is_peft_adapter(a):
+                raise SsbError(f"adapter {a}: a list of adapters (a round-r student) takes peft "
+                               "adapter directories, each as `ssb distill` wrote it")
+        info["adapters"] = [str(a) for a in adapters]
+        path = ensure_folded_adapter(adapters, out / FOLDED_ADAPTER_DIR)
+    else:
+        path = adapters[0]
     if is_peft_adapter(path):
         check_adapter(path)  # a truncated file or a mismatched config: one line, before any output
         info["adapter_sha256"] = adapter_fingerprint(path)
@@ -218,6 +230,33 @@ def _resolve_adapter(config: EvalConfig, out: Path,
     elif path.is_file():
         info["adapter_sha256"] = sha256_file(path)
     return str(path), info
+
+
+def adapter_list(adapter: str) -> list[Path]:
+    """``--adapter`` as the ordered adapters it names: a peft directory or GGUF file (one), a
+    comma-separated list (the rounds' adapters, in order), or the directory of an ``ssb run``
+    or one of its rounds (``RUN/round2``: rounds 1 and 2's adapters;
+    :func:`ssb.stages.run.student_adapters`)."""
+    from ssb.export import is_peft_adapter
+    from ssb.stages.run import student_adapters
+
+    items = [a.strip() for a in str(adapter).split(",")]
+    if any(not a for a in items):
+        raise SsbError(f"--adapter {adapter!r}: an empty name in the list (ADAPTER[,ADAPTER...])")
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item).expanduser()
+        if not path.exists():
+            raise SsbError(f"adapter not found: {item}")
+        if path.is_dir() and not is_peft_adapter(path) and not any(path.glob("*.gguf")):
+            found = student_adapters(path)
+            if found is None:
+                raise SsbError(f"adapter {item}: neither a peft adapter, a GGUF LoRA, nor the "
+                               "directory of an `ssb run` or one of its rounds")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
 
 
 def _generate_verify(chunk: Sequence[Problem], *, backend: Any, template: Any, domain: str,
@@ -300,6 +339,7 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
     selected = problems.selected
 
     out = Path(config.out)
+    check_output_dir(out)  # a file, a path under a file, a symlink loop: one line
     out.mkdir(parents=True, exist_ok=True)
     adapter_arg, adapter_info = _resolve_adapter(config, out, factory)
     settings = config.settings()
@@ -307,7 +347,9 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
                 "problems_sha256": problems.sha256,
                 "adapter_sha256": adapter_info.get("adapter_sha256")}
     with StageOutput(out, COMMAND, identity, {**config.manifest(), "template": template.id},
-                     force=config.force, inputs=problems.inputs, seed=config.seed) as stage:
+                     force=config.accept_changed_config, restart=config.restart,
+                     outputs=(JOURNAL, RESULTS, SUMMARY),
+                     inputs=problems.inputs, seed=config.seed) as stage:
         journal = stage.journal(JOURNAL)
         wanted = {p.id for p in selected}
         done = {k: v for k, v in latest_entries(journal.read()).items() if k in wanted}
@@ -320,6 +362,8 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
             if todo and backend is None:
                 backend = factory.create(config.model, adapter=adapter_arg,
                                          **config.backend_options)
+            if hasattr(backend, "check_params"):  # settings beyond the model: no work yet
+                backend.check_params(config.sampling())
             # Only now: a model or adapter that fails to load leaves no manifest behind that
             # would refuse the corrected command as "a different config".
             stage.start_work()
@@ -355,7 +399,7 @@ def evaluate(config: EvalConfig, *, on_event: EventCallback | None = None,
             "dataset": config.dataset, "split": config.split,
             "source": problems.source, "domain": domain,
             "template": template.id, "model": config.model, "adapter": config.adapter,
-            **{k: v for k, v in adapter_info.items() if k == "adapter_gguf"},
+            **{k: v for k, v in adapter_info.items() if k in ("adapter_gguf", "adapters")},
             "backend": config.backend,
             **summarize(rows, seed=config.seed),
             "settings": {**settings, "template": template.id},
@@ -391,24 +435,28 @@ class RunResults:
 
 def load_run(path: str | os.PathLike) -> RunResults:
     """A finished eval run directory (summary.json + results.jsonl)."""
-    from ssb.journal import read_jsonl
+    from ssb.journal import read_json, read_jsonl_numbered
 
     path = Path(path)
     summary_path, results_path = path / SUMMARY, path / RESULTS
     if not summary_path.is_file() or not results_path.is_file():
         raise SsbError(f"{path}: not a finished eval run (needs {SUMMARY} and {RESULTS}; "
                        "rerun `ssb eval` there to finish it)")
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DataError(f"invalid JSON: {exc}", path=str(summary_path)) from None
+    summary = read_json(summary_path, "summary file")  # bounded: size, nesting
+    if not isinstance(summary, dict):
+        raise DataError("expected a JSON object", path=str(summary_path))
     scores: dict[str, float] = {}
     content: dict[str, str] = {}
-    for line, row in enumerate(read_jsonl(results_path), start=1):
+    first_line: dict[str, int] = {}
+    for line, row in read_jsonl_numbered(results_path, what="results file"):
         pid, samples = row.get("id"), row.get("samples")
         if not isinstance(pid, str):
             raise DataError("missing or non-string 'id'", path=str(results_path), line=line,
                             field="id")
+        if pid in first_line:  # two rows for one problem would weigh it twice
+            raise DataError(f"a second row for id {pid!r} (first on line {first_line[pid]})",
+                            path=str(results_path), line=line, field="id")
+        first_line[pid] = line
         if not isinstance(samples, list) or not samples or not all(
                 isinstance(s, dict) and isinstance(s.get("correct"), bool) for s in samples):
             raise DataError("'samples' must be a non-empty list of objects with a boolean "

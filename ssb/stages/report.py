@@ -40,6 +40,19 @@ def _last_loss(metrics_path: Path) -> tuple[float | None, float | None, int]:
     return losses[0], losses[-1], len(losses)
 
 
+def _curated_by(r: dict[str, Any]) -> str:
+    """Which model curated a round: the base, or the round-(r-1) student and how it was served
+    (recorded by :func:`ssb.stages.run.run`; read back from the curate manifest otherwise)."""
+    if r.get("curated_by"):
+        return str(r["curated_by"]).replace("|", "\\|")
+    manifest = _read_json(Path(r["dir"]) / "curate" / "manifest.json") or {}
+    cfg = manifest.get("config") or {}
+    if not cfg:
+        return "-"
+    who = str(cfg.get("model")) + (f" + {cfg['adapter']}" if cfg.get("adapter") else "")
+    return who.replace("|", "\\|")
+
+
 def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str, dict]:
     from ssb.stages.evaluate import compare_runs
 
@@ -48,13 +61,15 @@ def build_report(out: Path, cfg: Any, rounds: list[dict[str, Any]]) -> tuple[str
     lines += ["## Settings", "", "```json", json.dumps(_settings(cfg), indent=2), "```", ""]
 
     lines += ["## Curation", "",
-              "| round | problems seen | kept | all correct | all wrong | teacher wrong | errors "
-              "| rollout accuracy |", "|---|---|---|---|---|---|---|---|"]
+              "| round | curated by | problems seen | kept | all correct | all wrong "
+              "| teacher wrong | errors | rollout accuracy |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rounds:
         stats = _read_json(Path(r["dir"]) / "curate" / "stats.json") or {}
         skipped = stats.get("skipped", {})
         lines.append(
-            f"| {r['round']} | {stats.get('problems_seen', '-')} | {stats.get('kept', '-')} "
+            f"| {r['round']} | {_curated_by(r)} | {stats.get('problems_seen', '-')} "
+            f"| {stats.get('kept', '-')} "
             f"| {skipped.get('all_correct', '-')} | {skipped.get('all_wrong', '-')} "
             f"| {skipped.get('teacher_wrong', '-')} | {skipped.get('errors', '-')} "
             f"| {_pct(stats.get('rollout_accuracy'))} |"

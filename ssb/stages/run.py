@@ -11,9 +11,12 @@ logic; distillation may run under a launcher (``launcher = "accelerate launch
 (``.ssb-run-stage.json``), so rerunning the same ``ssb run`` after a crash continues where it
 stopped.
 
-Round r > 1 curates and distills with the round r-1 student as the model: its LoRA is merged into
-the weights (``merged/``, an HF directory).  Only backends that load HF directories can do that
-(:attr:`ssb.types.BackendFactory.loads_hf_dirs`); rounds beyond the first are refused otherwise.
+Round r > 1 curates and distills with the round r-1 student as the model.  Distill trains on its
+LoRAs merged into the fp32 weights (``merged/``, an HF directory), which is also its teacher.
+Curate and eval load that directory on backends that load HF directories
+(:attr:`ssb.types.BackendFactory.loads_hf_dirs`: transformers, vllm); llama.cpp serves the base
+model (not re-quantized) plus the rounds' LoRAs folded into one adapter of rank r1+...+rr
+(``round{r}/student``, :func:`ssb.export.fold_adapters`), the same model up to float rounding.
 A round r > 1 that curates no problem ends the rounds: the round r-1 student is the result.
 """
 
@@ -32,7 +35,8 @@ from typing import Any, Callable, ClassVar
 from ssb.errors import SsbError
 from ssb.events import Event, EventCallback, Reporter
 from ssb.journal import atomic_write_json
-from ssb.options import ConfigError, StageConfig, option
+from ssb.option_groups import PipelineOptions
+from ssb.options import CONTROL_OPTIONS, ConfigError, StageConfig, option
 from ssb.secrets import redact, redact_text
 
 STAGE_DONE = ".ssb-run-stage.json"  # written after a stage succeeds: the config it ran with
@@ -42,13 +46,62 @@ class PipelineStages:
     """The curate and eval configs a pipeline (``run``, ``study``) builds from its own fields and
     its ``[curate]`` / ``[evaluate]`` tables; the table wins over the pipeline-level value."""
 
+    def check_stage_tables(self) -> None:
+        """A stage's ``out`` is the pipeline's: ``--curate out=/elsewhere`` would write outside
+        the run's tree (and mark the empty ``curate/`` complete).  Called by :meth:`curate_config`,
+        which every pipeline's check calls first."""
+        for table in self.NESTED:
+            if "out" in {str(k).replace("-", "_") for k in getattr(self, table, None) or {}}:
+                raise ConfigError(f"ssb {self.COMMAND}: [{table}] out: each stage writes under "
+                                  f"the {self.COMMAND}'s --out; remove it")
+
+    @classmethod
+    def table_class(cls, table: str) -> type | None:
+        """The stage config whose options a nested table holds (its keys merge by field name;
+        :func:`ssb.options.resolve`); None for another table (``-B``'s)."""
+        from ssb.stages.curate import CurateConfig
+        from ssb.stages.distill.trainer import DistillConfig
+        from ssb.stages.evaluate import EvalConfig
+
+        return {"curate": CurateConfig, "distill": DistillConfig,
+                "evaluate": EvalConfig}.get(table)
+
+    def stage_control(self) -> dict[str, bool]:
+        """What each stage is told to do with what its directory holds: ``--restart`` starts
+        every stage from nothing; ``--accept-changed-config`` lets a stage go on under a changed
+        config (curate and eval resume; distill and teacher-logits start over)."""
+        return {"restart": self.restart, "accept_changed_config": self.accept_changed_config}
+
+    def check_pipeline(self) -> None:
+        """What every pipeline checks before any stage: the domain (a default only when one is
+        installed or the dataset names it) and the launcher (a command that exists), so a bad
+        value fails now, not after curate."""
+        from ssb.plugins import get_registry
+
+        registry = get_registry()
+        if not self.domain:
+            if self.dataset:
+                self.domain = registry.dataset(self.dataset).domain
+            else:
+                domains = registry.domains()
+                if len(domains) != 1:
+                    raise ConfigError(
+                        f"`ssb {self.COMMAND}` needs --domain: "
+                        + (f"{len(domains)} domains are installed ({', '.join(domains)})"
+                           if domains else "no domain plugin is installed (pip install "
+                           "softboot-gsm8k, or another domain plugin)"))
+                self.domain = domains[0]
+        if self.launcher is not None:
+            check_launcher(self.launcher)
+
     def curate_config(self, model: str, out: Path):
         from ssb.stages.curate import CurateConfig
 
+        self.check_stage_tables()
         values = {"domain": self.domain, "backend": self.backend, "model": model, "out": out,
                   "dataset": self.dataset, "source": self.source, "split": self.split,
                   "limit": self.limit, "seed": self.seed,
-                  "backend_options": dict(self.backend_options), "force": self.force,
+                  "backend_options": dict(self.backend_options), **self.stage_control(),
                   **self.curate}
         return stage_config(CurateConfig, values, "curate", self.COMMAND)
 
@@ -63,7 +116,7 @@ class PipelineStages:
         values = {"dataset": name, "split": self.eval_split, "backend": backend, "model": model,
                   "seed": self.seed, "out": out, "source": source, "filters": filters,
                   "adapter": str(adapter) if adapter is not None else None,
-                  "limit": self.eval_limit, "force": self.force,
+                  "limit": self.eval_limit, **self.stage_control(),
                   "backend_options": dict(self.backend_options) if backend == self.backend
                   else {}, **self.evaluate}
         if getattr(self, "eval_max_tokens", None) is not None:
@@ -80,7 +133,7 @@ class PipelineStages:
 
 
 @dataclass
-class RunConfig(PipelineStages, StageConfig):
+class RunConfig(PipelineStages, PipelineOptions, StageConfig):
     """``ssb run``: the pipeline settings and the options of each stage."""
 
     COMMAND: ClassVar[str] = "run"
@@ -113,48 +166,17 @@ class RunConfig(PipelineStages, StageConfig):
         },
     }
 
-    out: Path = option(resume=False, help="Output tree (curate/, distill/, eval/, report.md).")
-    domain: str = option("arithmetic", help="Domain (verifier + prompts), e.g. gsm8k.")
-    dataset: str | None = option(None, help="Training dataset (default: the domain's).")
-    source: str | None = option(None, help="Local path or hub id of the training set.")
-    split: str = option("train", help="Training split.")
-    limit: int | None = option(None, ge=1, help="Problems to curate.")
-    backend: str = option("llama.cpp", help="Generation backend for curate and eval.")
-    model: str = option("default", help="Base model: hub id, HF dir, .gguf, or 'default'.")
-    backend_options: dict[str, Any] = option(
-        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
-        help="Backend option KEY=VALUE for curate and eval (repeatable).")
-    seed: int = option(0, help="Seed for every stage.")
+    # The fields it shares with `ssb study` are declared once, in PipelineOptions.
     rounds: int = option(1, ge=1, help="Iterative bootstrapping rounds.")
-    eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE][?K=V&...]",
-                             help="Eval dataset NAME, NAME=SOURCE, with optional dataset filters "
-                             "after '?' (e.g. arithmetic?n=300) (repeatable; default: the "
-                             "training dataset).")
-    eval_split: str = option("test", help="Eval split.")
-    eval_limit: int | None = option(None, ge=1, help="Problems per eval dataset.")
     eval_max_tokens: int | None = option(None, ge=1, help="Max new tokens in eval.")
     eval_backend: str | None = option(None, help="Eval backend (default: --backend).")
-    distill_model: str | None = option(None, help="Model for distill (default: --model).")
-    launcher: str | None = option(None, resume=False,
-                                  help="Command that launches distillation, e.g. "
-                                  "'accelerate launch --num_processes 8' (default: python).")
-    curate: dict[str, Any] = option(default_factory=dict, flag="--curate", metavar="KEY=VALUE",
-                                    help="An `ssb curate` option for every round, KEY=VALUE "
-                                    "(repeatable; TOML: a [curate] table).")
-    distill: dict[str, Any] = option(default_factory=dict, flag="--distill", metavar="KEY=VALUE",
-                                     help="An `ssb distill` option, KEY=VALUE (repeatable; TOML: "
-                                     "a [distill] table).")
-    evaluate: dict[str, Any] = option(default_factory=dict, flag="--evaluate",
-                                      metavar="KEY=VALUE",
-                                      help="An `ssb eval` option, KEY=VALUE (repeatable; TOML: "
-                                      "an [evaluate] table).")
-    force: bool = option(False, resume=False, help="Rerun every stage even if complete.")
 
     NESTED: ClassVar[tuple[str, ...]] = ("curate", "distill", "evaluate")
 
     def check(self) -> None:
         from ssb.plugins import get_registry
 
+        self.check_pipeline()
         registry = get_registry()
         if not self.eval:
             self.eval = [self.dataset or self.domain]
@@ -162,11 +184,11 @@ class RunConfig(PipelineStages, StageConfig):
             self.backend_options)
         if self.rounds > 1:
             for name in {self.backend, self.eval_backend or self.backend}:
-                if not registry.backend(name).loads_hf_dirs:
+                if serves_students(registry.backend(name)) is None:
                     raise ConfigError(
-                        f"--rounds > 1 curates with the merged round-(r-1) student, an HF "
-                        f"directory the {name} backend cannot load; use a backend that loads "
-                        "HF directories (transformers, vllm) for rounds")
+                        f"--rounds > 1 curates with the round-(r-1) student, which the {name} "
+                        "backend cannot load: it loads neither HF directories (the merged "
+                        "student) nor LoRA adapters (the base plus the rounds' adapters)")
         # Every stage's config, built and validated now: a bad setting fails before any stage.
         out = Path(self.out)
         self.curate_config(self.model, out / "curate")
@@ -179,7 +201,7 @@ class RunConfig(PipelineStages, StageConfig):
         from ssb.stages.distill.trainer import DistillConfig
 
         values = {"curated": str(curated), "model": model, "out": str(out), "seed": self.seed,
-                  "force": self.force, **self.distill}
+                  "report_to": self.report_to, **self.stage_control(), **self.distill}
         return stage_config(DistillConfig, values, "distill", self.COMMAND)
 
 
@@ -222,13 +244,16 @@ StageRunner = Callable[[str, Any, Path, "Reporter"], None]
 def run_stage_process(stage: str, config: Any, out: Path, report: Reporter,
                       launcher: str | None = None) -> None:
     """Run one stage in a child process (see :mod:`ssb.stages.child`), relaying its events."""
+    from ssb.processes import child_env, wrap_command
     from ssb.stages.child import CONFIG_ENV, EVENT_PREFIX
 
-    env = dict(os.environ)
+    # The child dies with this process (ssb.processes): a launcher through the exec wrapper,
+    # the stage child itself first thing in its main.  Started from the thread that waits for it.
+    env = child_env()
     env[CONFIG_ENV] = json.dumps(config.to_dict())
     command = [sys.executable, "-m", "ssb.stages.child", stage]
     if launcher:
-        command = [*shlex.split(launcher), "-m", "ssb.stages.child", stage]
+        command = wrap_command([*shlex.split(launcher), "-m", "ssb.stages.child", stage])
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, text=True,
                             encoding="utf-8", errors="replace")
     assert proc.stdout is not None
@@ -248,14 +273,38 @@ def run_stage_process(stage: str, config: Any, out: Path, report: Reporter,
                        f"{out}; rerun the same command to resume after fixing the cause")
 
 
-def run_stage(stage: str, config: Any, out: Path, report: Reporter, *, force: bool,
+def check_launcher(launcher: str) -> None:
+    """A launcher whose command does not exist is refused now, not after curate has run."""
+    import shutil
+
+    try:
+        words = shlex.split(launcher)
+    except ValueError as exc:
+        raise ConfigError(f"--launcher {launcher!r}: {exc}") from None
+    if not words:
+        raise ConfigError("--launcher is empty; leave it out to run distill with python")
+    command = words[0]
+    if shutil.which(command) is None:
+        where = "is not an executable file" if os.sep in command else "is not on PATH"
+        raise ConfigError(f"--launcher {launcher!r}: {command!r} {where}")
+
+
+def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+    """A recorded stage config without the options that only steer how the stage treats its
+    directory (``--restart``, ``--accept-changed-config``, the old ``--force``)."""
+    return {k: v for k, v in config.items() if k not in CONTROL_OPTIONS}
+
+
+def run_stage(stage: str, config: Any, out: Path, report: Reporter, *, rerun: bool = False,
               launcher: str | None = None) -> bool:
-    """Run a stage unless ``out`` already completed it with the same config; True if it ran."""
+    """Run a stage unless ``out`` already completed it with the same config (``rerun``: run it
+    anyway); True if it ran."""
     marker = out / STAGE_DONE
     recorded = redact(config.manifest())
-    if marker.exists() and not force:
+    if marker.exists() and not rerun:
         try:
-            if json.loads(marker.read_text(encoding="utf-8"))["config"] == recorded:
+            done = json.loads(marker.read_text(encoding="utf-8"))["config"]
+            if _comparable(done) == _comparable(recorded):
                 report.log(f"[skip] {stage}: complete in {out}")
                 return False
         except (json.JSONDecodeError, KeyError):
@@ -286,11 +335,94 @@ def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
     return out
 
 
+# -- rounds: the round-r student on each backend ----------------------------------------------
+
+STUDENT_DIR = "student"  # round{r}/student: rounds 1..r's adapters folded into one peft LoRA
+
+
+def serves_students(factory: Any) -> str | None:
+    """How a backend serves a round-r student: ``"merged"`` (it loads the merged HF directory,
+    as today), ``"adapter"`` (the base model plus the rounds' LoRAs folded into one adapter:
+    llama.cpp, without re-quantizing the base), or None (it can do neither)."""
+    from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT
+
+    if factory.loads_hf_dirs:
+        return "merged"
+    if factory.adapter_formats & {ADAPTER_GGUF, ADAPTER_PEFT}:
+        return "adapter"
+    return None
+
+
+def round_adapters(out: Path, r: int) -> list[Path]:
+    """The LoRAs of rounds 1..r of a multi-round run in ``out``, in order."""
+    return [out / f"round{i}" / "distill" / "adapter" for i in range(1, r + 1)]
+
+
+def student_adapter(out: Path, r: int) -> Path:
+    """``round{r}/student``: the round-r student as one peft LoRA on the base model (rounds
+    1..r folded, :func:`ssb.export.fold_adapters`); made once, remade only if a round's adapter
+    changed."""
+    from ssb.export import ensure_folded_adapter
+
+    return ensure_folded_adapter(round_adapters(out, r), out / f"round{r}" / STUDENT_DIR)
+
+
+def student_on(factory: Any, base_model: str, merged: str, student: Path) -> tuple[str, str | None]:
+    """(model, adapter) that serve a round's student on ``factory``'s backend: the merged HF
+    directory, or the base with the folded adapter (exported to GGUF if that is all it loads)."""
+    from ssb.types import ADAPTER_PEFT
+
+    if serves_students(factory) == "merged":
+        return merged, None
+    if ADAPTER_PEFT in factory.adapter_formats:
+        return base_model, str(student)
+    from ssb.export import ensure_gguf_adapter
+
+    return base_model, str(ensure_gguf_adapter(student, student / "adapter.gguf",
+                                               base=base_model))
+
+
+def student_adapters(path: str | os.PathLike) -> list[Path] | None:
+    """The ordered adapters of the student a run directory names, or None if ``path`` is none.
+
+    ``RUN/roundR`` (a round of ``ssb run --rounds N``): rounds 1..R's adapters; ``RUN`` of a
+    multi-round run: its last round with a finished adapter; ``RUN`` of a one-round run (or any
+    directory holding ``distill/adapter``): that adapter.
+    """
+    import re
+
+    from ssb.export import ADAPTER_CONFIG
+
+    path = Path(path)
+
+    def finished(d: Path) -> bool:
+        return (d / "distill" / "adapter" / ADAPTER_CONFIG).is_file()
+
+    def rounds_of(run: Path, r: int) -> list[Path]:
+        adapters = round_adapters(run, r)
+        missing = [a for a in adapters if not (a / ADAPTER_CONFIG).is_file()]
+        if missing:
+            raise SsbError(f"{run / f'round{r}'}: the round-{r} student needs every earlier "
+                           f"round's adapter; {missing[0]} is missing")
+        return adapters
+
+    m = re.fullmatch(r"round(\d+)", path.name)
+    if m and finished(path) and int(m[1]) >= 1:
+        return rounds_of(path.parent, int(m[1]))
+    if finished(path):
+        return [path / "distill" / "adapter"]
+    numbered = [int(d.name[5:]) for d in path.glob("round*")
+                if re.fullmatch(r"round\d+", d.name) and finished(d)] if path.is_dir() else []
+    if numbered:
+        return rounds_of(path, max(numbered))
+    return None
+
+
 @dataclass
 class RunResult:
     """Where the run wrote; ``rounds`` has one entry per round that ran (``round``, ``dir``,
-    ``evals``, ``model``), the last with ``stopped: True`` (and only ``round``, ``dir``) when that
-    round curated nothing and ended the rounds."""
+    ``evals``, ``model``, ``curated_by``), the last with ``stopped: True`` (and only ``round``,
+    ``dir``, ``curated_by``) when that round curated nothing and ended the rounds."""
 
     out: Path
     report: Path
@@ -298,8 +430,15 @@ class RunResult:
 
 
 def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResult:
-    """Run the pipeline into ``config.out`` (resumable); returns where the report is."""
+    """Run the pipeline into ``config.out`` (resumable); returns where the report is.
+
+    Round r > 1: distill trains a LoRA on the merged round-(r-1) model (``round{r-1}/merged``,
+    fp32 HF), with that model as the teacher.  Curate and eval serve the round's student as the
+    backend can (:func:`student_on`): the merged directory (transformers, vllm) or the base model
+    plus rounds 1..r's adapters folded into one (``round{r}/student``; llama.cpp).
+    """
     from ssb.journal import read_jsonl
+    from ssb.plugins import get_registry
     from ssb.stage import StageOutput
     from ssb.stages.curate import CURATED
     from ssb.stages.report import write_report
@@ -307,49 +446,73 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
     config = config.validate()
     report = Reporter("run", on_event)
     out = Path(config.out)
+    registry = get_registry()
+    curate_backend = registry.backend(config.backend)
+    eval_backend = registry.backend(config.eval_backend or config.backend)
     with StageOutput(out, "run", config.identity(), config.manifest(), force=True,
                      seed=config.seed) as stage:
         stage.start_work()
         base_model = config.model
-        round_model = base_model
+        round_model = base_model  # merged HF directory of the round-(r-1) student (r > 1)
         distill_base = config.distill_model or base_model
+        curated_by = f"base ({base_model})"
         rounds = []
         for r in range(1, config.rounds + 1):
             rdir = out if config.rounds == 1 else out / f"round{r}"
             curated, distilled = rdir / "curate", rdir / "distill"
-            run_stage("curate", config.curate_config(round_model, curated), curated, report,
-                      force=config.force)
+            curate_cfg = config.curate_config(round_model, curated)
+            if r > 1 and serves_students(curate_backend) == "adapter":
+                model, adapter = student_on(curate_backend, base_model, round_model,
+                                            out / f"round{r - 1}" / STUDENT_DIR)
+                curate_cfg = curate_cfg.replace(model=model, adapter=adapter)
+            run_stage("curate", curate_cfg, curated, report, rerun=config.restart)
             if r > 1 and next(read_jsonl(curated / CURATED), None) is None:
                 # The round-(r-1) student left nothing to learn from (every problem all-right,
                 # all-wrong or teacher-wrong): that student is the result, not an error.
                 report.log(f"round {r} curated no problems; the round-{r - 1} student is final",
                            round=r, stopped=True)
-                rounds.append({"round": r, "dir": rdir, "stopped": True})
+                rounds.append({"round": r, "dir": rdir, "stopped": True,
+                               "curated_by": curated_by})
                 break
             run_stage("distill", config.distill_config(distill_base if r == 1 else round_model,
                                                        curated, distilled),
-                      distilled, report, force=config.force, launcher=config.launcher)
+                      distilled, report, rerun=config.restart, launcher=config.launcher)
             adapter = distilled / "adapter"
+            student = None
+            if r > 1 and "adapter" in {serves_students(curate_backend),
+                                        serves_students(eval_backend)}:
+                student = student_adapter(out, r)  # rounds 1..r on the base model
+            elif r == 1 and config.rounds > 1 and serves_students(curate_backend) == "adapter":
+                student = student_adapter(out, 1)  # what round 2 curates with
             evals = {}
             for spec in config.eval:
                 name = parse_eval_spec(spec)[0]
                 if r == 1:
                     base_dir = out / "eval" / name / "base"
                     run_stage("eval", config.eval_config(spec, base_model, None, base_dir),
-                              base_dir, report, force=config.force)
+                              base_dir, report, rerun=config.restart)
                 student_dir = rdir / "eval" / name / "student"
-                run_stage("eval", config.eval_config(spec, round_model if r > 1 else base_model,
-                                                     adapter, student_dir),
-                          student_dir, report, force=config.force)
+                if r == 1 or serves_students(eval_backend) == "merged":
+                    eval_cfg = config.eval_config(spec, round_model if r > 1 else base_model,
+                                                  adapter, student_dir)
+                else:  # the base plus the folded adapter (eval exports it where it must)
+                    eval_cfg = config.eval_config(spec, base_model, student, student_dir)
+                run_stage("eval", eval_cfg, student_dir, report, rerun=config.restart)
                 evals[name] = student_dir
-            rounds.append({"round": r, "dir": rdir, "evals": evals, "model": round_model})
+            rounds.append({"round": r, "dir": rdir, "evals": evals, "model": round_model,
+                           "curated_by": curated_by})
             if r < config.rounds:
                 round_model = str(merge_adapter(round_model if r > 1 else distill_base, adapter,
                                                 rdir / "merged"))
+                curated_by = (f"round-{r} student ({round_model})"
+                              if serves_students(curate_backend) == "merged" else
+                              f"round-{r} student ({base_model} + "
+                              + ("round 1's LoRA)" if r == 1 else f"rounds 1-{r}'s LoRAs folded)"))
         path = write_report(out, config, rounds)
         stage.finish()
         return RunResult(out=out, report=path, rounds=rounds)
 
 
-__all__ = ["PipelineStages", "RunConfig", "RunResult", "merge_adapter", "parse_eval_spec", "run",
-           "run_stage", "stage_config"]
+__all__ = ["PipelineStages", "RunConfig", "RunResult", "check_launcher", "merge_adapter",
+           "parse_eval_spec", "run",
+           "run_stage", "serves_students", "stage_config", "student_adapters"]

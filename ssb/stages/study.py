@@ -37,6 +37,7 @@ from typing import Any, ClassVar
 from ssb.errors import SsbError
 from ssb.events import EventCallback, Reporter
 from ssb.journal import atomic_write_json, atomic_write_text, read_jsonl
+from ssb.option_groups import PipelineOptions
 from ssb.options import ConfigError, StageConfig, option
 from ssb.secrets import redact
 from ssb.stages.run import PipelineStages, parse_eval_spec, run_stage, stage_config
@@ -56,53 +57,24 @@ def is_prompt_arm(arm: dict[str, Any]) -> bool:
 
 
 @dataclass
-class StudyConfig(PipelineStages, StageConfig):
+class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
     """``ssb study``: one curated set, several arms, one paired evaluation."""
 
     COMMAND: ClassVar[str] = "study"
     NESTED: ClassVar[tuple[str, ...]] = ("curate", "distill", "evaluate")
 
-    out: Path = option(resume=False, help="Study directory (rerun the same command to resume).")
-    domain: str = option("arithmetic", help="Domain (verifier + prompts).")
-    dataset: str | None = option(None, help="Dataset to curate (default: the domain's).")
-    source: str | None = option(None, help="Local path or hub id of the curation set.")
-    split: str = option("train", help="Split to curate.")
-    limit: int | None = option(None, ge=1, help="Problems to curate.")
-    backend: str = option("llama.cpp", help="Generation backend for curate and eval.")
-    model: str = option("default", help="Base model: hub id, HF dir, .gguf, or 'default'.")
-    distill_model: str | None = option(None, help="Model for distill (default: --model).")
-    backend_options: dict[str, Any] = option(
-        default_factory=dict, flag="--backend-opt", short="-B", metavar="KEY=VALUE",
-        help="Backend option KEY=VALUE for curate and eval (repeatable).")
-    seed: int = option(0, help="Seed for every stage and the train/held-out split.")
+    # The fields it shares with `ssb run` are declared once, in PipelineOptions.
     heldout: int = option(16, ge=0, help="Kept records held out of training (held-out curves).")
     eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
     arms: list[dict[str, Any]] = option(
         default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
         help="Arms: each a table with a name and `ssb distill` options, or a prompt arm "
         "(name, prompts = [templates], select_on = eval spec of a dev slice) (TOML: [[arms]]).")
-    eval: list[str] = option(default_factory=list, metavar="NAME[=SOURCE][?K=V&...]",
-                             help="Eval dataset NAME, NAME=SOURCE, with optional filters after "
-                             "'?' (e.g. arithmetic?n=300) (repeatable; default: the curated "
-                             "dataset's test split).")
-    eval_split: str = option("test", help="Eval split.")
-    eval_limit: int | None = option(None, ge=1, help="Problems per eval dataset.")
-    launcher: str | None = option(None, resume=False,
-                                  help="Command that launches distillation, e.g. "
-                                  "'accelerate launch --num_processes 8'.")
-    curate: dict[str, Any] = option(default_factory=dict, flag="--curate", metavar="KEY=VALUE",
-                                    help="An `ssb curate` option (repeatable; TOML: [curate]).")
-    distill: dict[str, Any] = option(default_factory=dict, flag="--distill", metavar="KEY=VALUE",
-                                     help="An `ssb distill` option for every arm (repeatable; "
-                                     "TOML: [distill]).")
-    evaluate: dict[str, Any] = option(default_factory=dict, flag="--evaluate",
-                                      metavar="KEY=VALUE",
-                                      help="An `ssb eval` option (repeatable; TOML: [evaluate]).")
-    force: bool = option(False, resume=False, help="Rerun every stage even if complete.")
 
     def check(self) -> None:
         from ssb.plugins import get_registry
 
+        self.check_pipeline()
         registry = get_registry()
         if not self.eval:
             self.eval = [self.dataset or self.domain]
@@ -151,7 +123,8 @@ class StudyConfig(PipelineStages, StageConfig):
         from ssb.stages.distill.trainer import DistillConfig
 
         values = {"curated": str(train), "model": self.distill_model or self.model,
-                  "out": str(out), "seed": self.seed, "force": self.force,
+                  "out": str(out), "seed": self.seed, **self.stage_control(),
+                  "report_to": self.report_to,
                   "eval_steps": self.eval_steps, **self.distill,
                   **{k: v for k, v in arm.items() if k != "name"}}
         if self.heldout:
@@ -222,7 +195,7 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
         stage.start_work()
         curate_dir = out / "curate"
         run_stage("curate", config.curate_config(config.model, curate_dir), curate_dir, report,
-                  force=config.force)
+                  rerun=config.restart)
         train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
         n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
                                         config.seed, train_dir, held_dir)
@@ -239,7 +212,7 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
             eval_dir = out / "eval" / parse_eval_spec(spec)[0] / arm_name
             run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir,
                                                  template=template),
-                      eval_dir, report, force=config.force)
+                      eval_dir, report, rerun=config.restart)
             interim()
 
         # The most important answer first: on the first eval set, the base, then each arm in
@@ -253,7 +226,7 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
             else:
                 arm_dir = out / "arms" / arm["name"]
                 run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
-                          arm_dir, report, force=config.force, launcher=config.launcher)
+                          arm_dir, report, rerun=config.restart, launcher=config.launcher)
                 adapter, template = arm_dir / "adapter", None
             plan.append((arm["name"], adapter, template))
             evaluate(first, arm["name"], adapter, template)
@@ -262,6 +235,9 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
             for name, adapter, template in plan:
                 evaluate(spec, name, adapter, template)
         data, path = write_study(out, config, n_train, n_held)
+        from ssb.modelcard import add_study_evaluations
+
+        add_study_evaluations(out)  # each arm's model card: its paired evaluation
         stage.finish()
         return StudyResult(out=out, report=path, study=data)
 
@@ -278,7 +254,7 @@ def choose_prompt(config: StudyConfig, arm: dict[str, Any], report: Reporter) ->
         eval_dir = out / template
         run_stage("eval", config.eval_config(arm["select_on"], config.model, None, eval_dir,
                                              template=template),
-                  eval_dir, report, force=config.force)
+                  eval_dir, report, rerun=config.restart)
         summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
         scores[template] = {"accuracy": summary["accuracy"]["mean"], "n": summary["n"]}
     chosen = max(prompts, key=lambda t: (scores[t]["accuracy"], -prompts.index(t)))

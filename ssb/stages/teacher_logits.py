@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ssb.events import EventCallback, Reporter
+from ssb.option_groups import ACCEPT_CHANGED_CONFIG, FORCE, MODEL, OUT, RESTART
 from ssb.options import StageConfig, option
 
 
@@ -20,8 +21,8 @@ class TeacherLogitsConfig(StageConfig):
     COMMAND: ClassVar[str] = "teacher-logits"
 
     curated: str = option(help="Curate output DIR (curated.jsonl) or the jsonl file.")
-    model: str = option(help="Teacher = base model: hub id, HF dir, .gguf, or 'default'.")
-    out: str = option(resume=False, help="Store DIR (index.json + shard-*.safetensors).")
+    model: str = MODEL(note="the teacher: the base model")
+    out: str = OUT(note="the store, index.json + shard-*.safetensors")
     top_k: int = option(64, ge=1, help="Teacher tokens kept per solution token "
                         "(6k+8 bytes/token).")
     temperature: float = option(2.0, gt=0, help="Temperature of the stored log-probs "
@@ -32,8 +33,10 @@ class TeacherLogitsConfig(StageConfig):
     batch_size: int = option(4, ge=1, resume=False, help="Teacher views per forward pass.")
     dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto, float32, bfloat16, float16.")
-    force: bool = option(False, resume=False,
-                         help="Rebuild a store that was made with other settings.")
+    restart: bool = RESTART()
+    accept_changed_config: bool = ACCEPT_CHANGED_CONFIG(
+        note="a store of other settings cannot be extended: it is rebuilt")
+    force: bool = FORCE("accept_changed_config", "rebuild a store made with other settings")
 
 
 def teacher_logits(config: TeacherLogitsConfig, *,
@@ -47,18 +50,31 @@ def teacher_logits(config: TeacherLogitsConfig, *,
     report = Reporter("teacher-logits", on_event)
     curated_file = curated_path(config.curated)
     total = len(load_curated(curated_file))
+    from ssb.stages.distill.teacher import INDEX
+
     with StageOutput(config.out, "teacher-logits", config.identity(), config.manifest(),
-                     force=config.force, inputs=[curated_file]) as stage:
+                     force=config.accept_changed_config, restart=config.restart,
+                     outputs=[INDEX, *store_shards(config.out)],
+                     inputs=[curated_file]) as stage:
         stage.start_work()
         report.start("teacher logits", total=total)
         summary = build_store(curated_file, config.model, config.out, top_k=config.top_k,
                               temperature=config.temperature, max_length=config.max_length,
                               overlong=config.overlong, batch_size=config.batch_size,
-                              dtype=config.dtype, force=config.force,
+                              dtype=config.dtype, force=config.accept_changed_config,
                               progress=lambda n: report.advance(n))
         report.end()
         stage.finish(summary=summary)
     return summary
 
 
-__all__ = ["TeacherLogitsConfig", "teacher_logits"]
+def store_shards(out: str) -> list[str]:
+    """The shard files of a top-k store in ``out`` (what ``--restart`` deletes, with its index)."""
+    from pathlib import Path
+
+    directory = Path(out)
+    return sorted(p.name for p in directory.glob("shard-*.safetensors")) \
+        if directory.is_dir() else []
+
+
+__all__ = ["TeacherLogitsConfig", "store_shards", "teacher_logits"]

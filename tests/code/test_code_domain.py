@@ -139,7 +139,7 @@ def test_registry_lists_the_domain(ssb_cli):
     code, out, _ = ssb_cli("plugins", "--json")
     assert code == 0
     plugins = {p["name"]: p for p in json.loads(out)["plugins"]}
-    assert plugins["code"]["distribution"] == "ssb-code"
+    assert plugins["code"]["distribution"] == "softboot-code"
     assert set(plugins["code"]["registers"]["datasets"]) == {"humaneval", "mbpp", "mbpp-sanitized"}
     from ssb.plugins import get_registry
 

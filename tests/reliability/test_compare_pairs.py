@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 QUESTIONS = ["What is 2 + 3?", "What is 4 * 5?", "What is 9 - 7?", "What is 8 / 2?"]
 
 
@@ -35,6 +37,7 @@ def _eval(model: Path, source: Path, out: Path, max_tokens: int) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_compare_refuses_runs_with_the_same_ids_over_other_questions(tiny_model_dir, tmp_path):
     same = _source(tmp_path / "a.jsonl", QUESTIONS)
     other = _source(tmp_path / "b.jsonl", [q.replace("What is", "Compute") for q in QUESTIONS])

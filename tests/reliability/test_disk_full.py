@@ -56,6 +56,7 @@ def _curate_argv(out: Path) -> list[str]:
             "--template", "arithmetic-tutor@1"]  # the template the recording was captured with
 
 
+@pytest.mark.slow
 def test_curate_on_a_full_disk(replay_plugin, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         filter(None, [str(replay_plugin), os.environ.get("PYTHONPATH")]))}
@@ -81,12 +82,14 @@ def test_curate_on_a_full_disk(replay_plugin, tmp_path):
             sorted((tmp_path / "clean" / name).read_text().splitlines()), name
 
 
+@pytest.mark.slow
 def test_eval_on_a_full_disk(tiny_model_dir, tmp_path):
     disk = tmp_path / "disk"
     argv = [sys.executable, "-m", "ssb", "eval", "--dataset", "arithmetic", "--backend",
             "transformers", "--model", str(tiny_model_dir), "--limit", "6", "--max-tokens",
             "64", "--batch-size", "1", "--no-progress", "--out", str(disk / "out")]
-    full, rerun = run_on_small_disk(disk, [(8, argv), (4096, argv)], side=tmp_path / "side")
+    # 12 KiB: the manifest, the lock (it names its holder) and a few journal lines fit.
+    full, rerun = run_on_small_disk(disk, [(12, argv), (4096, argv)], side=tmp_path / "side")
     _one_error_line(full, disk / "out")
     kept = {e["id"]: e for e in _jsonl(full["files"] / "out" / "journal.jsonl")}
     assert kept  # finished problems are journaled
@@ -101,6 +104,7 @@ def test_eval_on_a_full_disk(tiny_model_dir, tmp_path):
             assert r["samples"] == kept[r["id"]]["samples"]
 
 
+@pytest.mark.slow
 def test_distill_on_a_full_disk(tiny_model_dir, tmp_path):
     curated = write_curated(tmp_path / "curated", [make_record(i) for i in range(4)])
     disk = tmp_path / "disk"

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from test_alignment import make_record, write_curated
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 OURS = re.compile(r"^(\[(distill|eval arithmetic)\] \d+/\d+ |adapter: |results: )")
 NOISE = re.compile(r"warn|Loading weights|it/s\]|Traceback", re.IGNORECASE)
@@ -45,6 +47,7 @@ def _stderr_lines(*args: str) -> list[str]:
     return [line for line in proc.stderr.splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_stages_print_no_library_warnings(tiny_model_dir, tmp_path):
     curated = write_curated(tmp_path / "curated", [make_record(i) for i in range(4)])
     distill = _stderr_lines("distill", "--curated", str(curated), "--model", str(tiny_model_dir),

@@ -39,6 +39,7 @@ def _snapshot(root: Path) -> dict[str, bytes]:
             if p.is_file() and not p.name.endswith(".lock")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["distill", "teacher-logits"])
 def test_a_second_process_on_the_same_out_is_refused(stage, tiny_model_dir, tmp_path):
     curated = write_curated(tmp_path / "curated", [make_record(i) for i in range(4)])
@@ -83,3 +84,77 @@ def test_a_second_process_on_the_same_out_is_refused(stage, tiny_model_dir, tmp_
     else:
         index = json.loads((out / "index.json").read_text())
         assert index["complete"] and len(index["examples"]) == 4
+
+
+# -- issue 21: one lock per directory, whatever the command -------------------------------------
+
+def _listing(root: Path) -> dict[str, bytes]:
+    """Every file, lock files included (a refused command must not even create one)."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, \
+        proc.stderr
+    assert lines[0].startswith("error: "), lines
+    return lines[0]
+
+
+@pytest.mark.slow
+def test_curate_and_eval_never_share_an_output_directory(tiny_model_dir, tmp_path):
+    """Before, the locks were per command (``.curate.lock``, ``.eval.lock``): ``ssb curate``
+    and ``ssb eval`` on one ``--out`` both ran and interleaved one journal.jsonl.
+
+    A real ``ssb curate`` is frozen (SIGSTOP) holding its directory.  An ``ssb eval`` on the
+    same ``--out`` is refused by the manifest's command; with the manifest moved away (the
+    instant before a first run writes it) it is refused by the lock; either way in one line,
+    writing nothing.  The curate, resumed, finishes alone.  Its finished directory is then
+    refused by ``ssb eval`` before anything, not even a lock file, is written in it."""
+    out = tmp_path / "shared"
+    model = str(tiny_model_dir)
+    curate = [sys.executable, "-m", "ssb", "curate", "--domain", "arithmetic", "--backend",
+              "transformers", "--model", model, "--limit", "2", "--rollouts", "2",
+              "--max-tokens", "8", "--out", str(out), "--no-progress"]
+    evaluate = [sys.executable, "-m", "ssb", "eval", "--dataset", "arithmetic", "--backend",
+                "transformers", "--model", model, "--limit", "2", "--max-tokens", "8",
+                "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(curate, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "manifest.json").exists():  # written under the lock
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "curate never took the lock"
+            time.sleep(0.01)
+        os.killpg(first.pid, signal.SIGSTOP)
+        before = _listing(out)
+
+        by_manifest = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
+        assert _one_error_line(by_manifest) == (
+            f"error: {out} holds a `curate` run, not `eval`; use another --out")
+        assert _listing(out) == before
+
+        aside = tmp_path / "manifest.aside"
+        os.replace(out / "manifest.json", aside)
+        by_lock = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
+        os.replace(aside, out / "manifest.json")
+        assert _one_error_line(by_lock) == f"error: another `ssb curate` is writing to {out}"
+        assert _listing(out) == before
+
+        os.killpg(first.pid, signal.SIGCONT)
+        _, stderr = first.communicate(timeout=600)
+        assert first.returncode == 0, stderr
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGCONT)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    rows = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all("rollouts" in r or "status" in r for r in rows), rows
+
+    done = _listing(out)
+    again = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
+    assert _one_error_line(again).startswith(f"error: {out} holds a `curate` run")
+    assert _listing(out) == done  # checked before the lock file or anything else is written

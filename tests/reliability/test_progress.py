@@ -19,6 +19,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 RECORDING = Path(__file__).resolve().parent.parent / "data" / "recorded_rollouts_arithmetic.jsonl"
 LINE = re.compile(r"^\[curate\] (\d+)/8 \(\d+%\) [\d.]+/s( ETA \d+:\d\d)? elapsed \d+:\d\d"
                   r"( done)? \| kept \d+ .*$")
@@ -26,6 +28,7 @@ INTERVAL = 0.5
 DELAY = 3.0
 
 
+@pytest.mark.slow
 def test_progress_lines_keep_coming_without_a_terminal(replay_plugin, tmp_path):
     env = {**os.environ, "SSB_PROGRESS_INTERVAL": str(INTERVAL),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(replay_plugin),

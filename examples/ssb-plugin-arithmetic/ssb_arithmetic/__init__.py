@@ -7,6 +7,8 @@ no download needed, and hard enough for a 0.5B model to get some rollouts right 
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from ssb.answers import Extraction, extract_answer, parse_number
@@ -17,7 +19,7 @@ from ssb.prompts import TEACHER_TEMPLATE_V2, instruction_templates, make_templat
 from ssb.records import Problem, Verdict
 from ssb.types import DatasetLoader, LoadResult
 
-from ssb_arithmetic.generator import generate
+from ssb_arithmetic.generator import iter_generated
 
 __version__ = "0.1.0"
 
@@ -46,12 +48,36 @@ def load(source: str | None = None, split: str = "train", skip_bad: bool = False
         seed = int(filters.get("seed", 0))
     except ValueError as exc:
         raise SsbError(f"filters n and seed must be integers ({exc})") from None
-    problems = [
-        Problem(id=f"arithmetic/{split}/{i}", question=q.text, gold=str(q.answer),
-                dataset="arithmetic", metadata={"steps": q.steps, "seed": seed})
-        for i, q in enumerate(generate(n, seed * 1000 + SPLIT_OFFSETS[split]))
-    ]
-    return LoadResult(problems=problems)
+    if n < 0:
+        raise SsbError(f"filter n must be >= 0, got {n}")
+    return LoadResult(problems=GeneratedProblems(split, n, seed))
+
+
+class GeneratedProblems(Sequence):
+    """The ``n`` generated problems of a split, made on demand: iterating stops where the
+    caller stops (``--limit``), and ``problems[:k]`` builds ``k``, so ``n=10**9`` costs only
+    what is used.  Problem ``i`` is the same whatever is asked for first."""
+
+    def __init__(self, split: str, n: int, seed: int):
+        self.split, self.n, self.seed = split, n, seed
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[Problem]:
+        made = iter_generated(self.seed * 1000 + SPLIT_OFFSETS[self.split])
+        for i, q in enumerate(itertools.islice(made, self.n)):
+            yield Problem(id=f"arithmetic/{self.split}/{i}", question=q.text,
+                          gold=str(q.answer), dataset="arithmetic",
+                          metadata={"steps": q.steps, "seed": self.seed})
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return list(itertools.islice(self, *index.indices(self.n)))
+        i = index + self.n if index < 0 else index
+        if not 0 <= i < self.n:
+            raise IndexError(index)
+        return next(itertools.islice(self, i, None))
 
 
 def _normalize_file_row(split: str):

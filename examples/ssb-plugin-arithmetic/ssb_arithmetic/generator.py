@@ -7,8 +7,10 @@ below one), so the answer is a whole number.  The same ``seed`` always gives the
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
+from typing import Iterator
 
 NAMES = ["Maya", "Omar", "Lena", "Tariq", "Sofia", "Jonas", "Priya", "Diego", "Hana", "Felix"]
 THINGS = [("marbles", "bag"), ("stickers", "sheet"), ("apples", "crate"), ("pencils", "box"),
@@ -56,9 +58,14 @@ def _step(rng: random.Random, value: int, who: str, things: str, unit: str) -> t
 
 def generate(n: int, seed: int) -> list[Generated]:
     """``n`` problems from ``seed`` (deterministic)."""
+    return list(itertools.islice(iter_generated(seed), n))
+
+
+def iter_generated(seed: int) -> Iterator[Generated]:
+    """The problems of ``seed``, one at a time, without end: the first ``n`` are exactly
+    ``generate(n, seed)``, so a caller that needs four of a billion makes four."""
     rng = random.Random(seed)
-    out = []
-    for _ in range(n):
+    while True:
         who = rng.choice(NAMES)
         things, unit = rng.choice(THINGS)
         value = rng.randint(8, 40)
@@ -68,5 +75,4 @@ def generate(n: int, seed: int) -> list[Generated]:
             sentence, value = _step(rng, value, who, things, unit)
             sentences.append(sentence)
         sentences.append(f"How many {things} does {who} have now?")
-        out.append(Generated(text=" ".join(sentences), answer=value, steps=steps))
-    return out
+        yield Generated(text=" ".join(sentences), answer=value, steps=steps)

@@ -1,4 +1,4 @@
-"""ssb-backends: the generation backends behind one contract (see :class:`ssb.types.Backend`).
+"""softboot-backends: the generation backends behind one contract (see :class:`ssb.types.Backend`).
 
 =============  =========================================================  ===================
 name           engine                                                     extra
@@ -23,8 +23,11 @@ from ssb.types import ADAPTER_GGUF, ADAPTER_PEFT, BackendFactory, BackendOption
 __version__ = "0.1.0"
 
 O = BackendOption
+# A torch device string: checked when -B is parsed, so `device=banana` is one line, not a traceback.
+DEVICE = r"cpu|mps|(cuda|xpu|npu)(:[0-9]+)?"
 
-# Each backend's -B options, typed.  volatile: speed or plumbing only (left out of a run's resume
+# Each backend's -B options, typed, declared once (the modules' OPTIONS and the constructors'
+# defaults must agree: tests/test_options.py::test_backend_options_are_declared_once).  volatile: speed or plumbing only (left out of a run's resume
 # identity); secret: never written to a file or a log.
 _BACKENDS: dict[str, dict[str, Any]] = {
     "transformers": dict(
@@ -32,9 +35,11 @@ _BACKENDS: dict[str, dict[str, Any]] = {
         description="HF transformers generate (batched, left padding, CPU/CUDA, peft adapters)",
         adapter_formats=frozenset({ADAPTER_PEFT}), loads_hf_dirs=True, loads_gguf=True,
         options=(O("device", str, None, "cpu, cuda, cuda:1 ... (default: cuda if available)",
-                   volatile=True),
-                 O("dtype", str, "auto", "auto, float32, bfloat16, float16"),
-                 O("batch_size", int, 8, "conversations per generate call", volatile=True),
+                   volatile=True, values=DEVICE),
+                 O("dtype", str, "auto", "auto, float32, bfloat16, float16",
+                   values="auto|float32|fp32|bfloat16|bf16|float16|fp16"),
+                 O("batch_size", int, 8, "conversations per generate call", volatile=True,
+                   ge=1),
                  O("merge_adapter", bool, True, "fold the LoRA into the weights before "
                    "generating (faster; same math)"))),
     "llama.cpp": dict(
@@ -48,9 +53,11 @@ _BACKENDS: dict[str, dict[str, Any]] = {
                  O("lora_scale", float, 1.0, "scale of the GGUF LoRA adapter"),
                  # Not volatile: above 3 rows llama.cpp uses other kernels (float rounding), so
                  # a resumed run keeps it to reproduce its texts exactly.
-                 # 32: the fastest of 1/8/16/32 in benchmarks/generation_sweep.py on 2 cores
-                 # (1.94x one-at-a-time vs 1.54x at 8); the KV cache holds n_parallel x n_ctx.
-                 O("n_parallel", int, 32, "sequences decoded together per llama_decode "
+                 # 8, not the sweep's fastest 32 (1.94x one-at-a-time vs 1.54x at 8, on 2 cores,
+                 # every slot busy): a step decodes every slot, busy or not, so at 32 a call with
+                 # few sequences (generate -n 8, a small eval batch) costs 4x what it does at 8.
+                 # Large jobs set it: studies/gsm8k.toml uses -B n_parallel=32.
+                 O("n_parallel", int, 8, "sequences decoded together per llama_decode "
                    "(1: one at a time)"))),
     "openai": dict(
         module="ssb_backends.openai_compat",
@@ -72,13 +79,26 @@ _BACKENDS: dict[str, dict[str, Any]] = {
         module="ssb_backends.vllm", description="in-process vLLM (tensor parallel, LoRA adapters)",
         adapter_formats=frozenset({ADAPTER_PEFT}), loads_hf_dirs=True, loads_gguf=True,
         options=(O("tensor_parallel_size", int, 1, "GPUs per model", volatile=True),
-                 O("gpu_memory_utilization", float, 0.9, "share of GPU memory", volatile=True),
+                 O("gpu_memory_utilization", float, 0.9, "share of GPU memory (not used on "
+                   "CPU)", volatile=True),
                  O("max_lora_rank", int, 64, "must be >= the adapter's rank", volatile=True),
                  O("max_model_len", int, None, "context length"),
                  O("dtype", str, "auto", "auto, bfloat16, float16, float32"),
                  O("enforce_eager", bool, False, "disable CUDA graphs", volatile=True),
-                 O("chunk_size", int, 512, "conversations per vLLM call", volatile=True))),
+                 O("chunk_size", int, 512, "conversations per vLLM call", volatile=True),
+                 O("kv_cache_space", int, None, "KV cache GiB (CPU default: "
+                   "$VLLM_CPU_KVCACHE_SPACE or 4; GPU default: from gpu_memory_utilization)",
+                   volatile=True),
+                 O("log_file", str, None, "where vLLM's own output goes (default: "
+                   "<ssb cache>/logs/vllm-*.log; 'stderr')", volatile=True))),
 }
+
+
+def option_names(backend: str) -> tuple[str, ...]:
+    """The ``-B`` option names of ``backend``, read from the schema above (each backend
+    module's ``OPTIONS``): every option is declared once, here.  A test checks that each
+    backend's constructor takes exactly these, with these defaults."""
+    return tuple(o.name for o in _BACKENDS[backend]["options"])
 
 
 def _lazy_create(module_name: str):

@@ -18,7 +18,7 @@ def require(module: str, extra: str, what: str):
     except ImportError as exc:
         raise MissingDependency(
             f"the {what} backend needs the '{module}' package ({exc.__class__.__name__}: {exc}); "
-            f"install it with: pip install 'ssb-backends[{extra}]'"
+            f"install it with: pip install 'softboot-backends[{extra}]'"
         ) from None
 
 
@@ -32,18 +32,12 @@ def check_options(backend: str, options: dict[str, Any], known: Sequence[str]) -
         )
 
 
-def check_params(params: SamplingParams) -> None:
-    """Reject settings no backend can honour, with the field named."""
-    if params.n < 1:
-        raise SsbError(f"sampling n must be >= 1, got {params.n}")
-    if params.max_new_tokens < 1:
-        raise SsbError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
-    if params.temperature < 0:
-        raise SsbError(f"temperature must be >= 0, got {params.temperature}")
-    if not 0 < params.top_p <= 1:
-        raise SsbError(f"top_p must be in (0, 1], got {params.top_p}")
-    if params.top_k < 0:
-        raise SsbError(f"top_k must be >= 0 (0 = off), got {params.top_k}")
+def check_params(params: SamplingParams, *, context: int | None = None,
+                 vocab: int | None = None) -> None:
+    """Reject settings no backend can honour, with the flag named; ``context`` and ``vocab``
+    (the model's, where the backend knows them) bound ``--max-tokens`` and ``--top-k``
+    (:meth:`ssb.records.SamplingParams.check`)."""
+    params.check(context=context, vocab=vocab)
 
 
 def check_conversations(conversations: Sequence[Sequence[Message]]) -> None:

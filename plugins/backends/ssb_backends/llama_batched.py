@@ -29,7 +29,6 @@ build; ``tests/test_backend_llama_batched.py`` checks it.)
 from __future__ import annotations
 
 import ctypes
-import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -119,7 +118,11 @@ class BatchedDecoder:
             raise
         self._model = model
         self._vocab = model.vocab
-        threads = int(n_threads) if n_threads is not None else (os.cpu_count() or 1)
+        if n_threads is None:
+            from ssb.processes import usable_cores
+
+            n_threads = usable_cores()  # the cores this process may use, not the machine's
+        threads = int(n_threads)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="ssb-sample") \
             if threads > 1 and self.n_parallel > 1 else None
         self._n_vocab = model.n_vocab()

@@ -43,8 +43,9 @@ from ssb_backends.common import (check_conversations, check_options, check_param
                                  conversation_key, derive_seed, finish_reason_of, repeat_greedy,
                                  require)
 
-OPTIONS = ("base_url", "api_key", "api_key_env", "concurrency", "timeout", "max_retries",
-           "backoff", "server")
+from ssb_backends import option_names  # noqa: E402
+
+OPTIONS = option_names("openai")  # declared once, in the schema of ssb_backends
 DEFAULT_BASE_URL = "http://127.0.0.1:8000/v1"
 SERVERS = ("auto", "llama.cpp", "vllm", "sglang", "openai")
 _OWNED_BY = {"me": "llama.cpp", "llamacpp": "llama.cpp", "llama.cpp": "llama.cpp",

@@ -21,7 +21,9 @@ from ssb.types import ProgressCallback
 from ssb_backends.common import (check_conversations, check_options, check_params, cut_at_stop,
                                  derive_seed, repeat_greedy)
 
-OPTIONS = ("device", "dtype", "batch_size", "merge_adapter")
+from ssb_backends import option_names  # noqa: E402
+
+OPTIONS = option_names("transformers")  # declared once, in the schema of ssb_backends
 
 
 class TransformersBackend:
@@ -69,7 +71,7 @@ class TransformersBackend:
     # -- the contract ------------------------------------------------------------------------
     def generate(self, conversations: Sequence[Sequence[Message]], params: SamplingParams,
                  progress: ProgressCallback | None = None) -> list[list[Completion]]:
-        check_params(params)
+        self.check_params(params)
         check_conversations(conversations)
         prompts = [self._prompt_ids(conv) for conv in conversations]
         greedy = params.temperature == 0
@@ -89,6 +91,13 @@ class TransformersBackend:
             if progress is not None:
                 progress(len(idx) * params.n)
         return [r for r in results if r is not None]
+
+    def check_params(self, params: SamplingParams) -> None:
+        """Refuse what this model cannot honour (stages call it before starting work): more new
+        tokens than its context, a top_k above its vocabulary, NaN, ..."""
+        config = self.model.config
+        check_params(params, context=getattr(config, "max_position_embeddings", None),
+                     vocab=getattr(config, "vocab_size", None))
 
     def close(self) -> None:
         self.model = None

@@ -14,7 +14,9 @@ What it does (see ssb_code/sandbox.py for the guarantees and the fallbacks):
    namespace), a fresh /proc (it sees only its own processes), and makes the interpreter visible
    at its own path when that path crosses a directory the sandbox user may not enter (/root).
 4. The child sets resource limits, drops to the unprivileged uid/gid, sets no_new_privs and a
-   parent-death signal, and execs ``python -I -c HARNESS`` with a fixed tiny environment.
+   parent-death signal (ssb's one helper for that, ``ssb/processes.py``, loaded by its path:
+   this process has no site-packages to import ssb from), and execs ``python -I -c HARNESS``
+   with a fixed tiny environment.
 5. The supervisor feeds the payload on the child's stdin, collects (bounded) output and the
    harness's result line, and kills the child at the wall-clock deadline.  Without a PID
    namespace it also kills the child's process group, and every process of the sandbox uid.
@@ -38,13 +40,14 @@ CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
 MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = 32, 4096, 16384, 1 << 18
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_NO_NEW_PRIVS = 38
 NAMESPACES = {"pid": CLONE_NEWPID, "net": CLONE_NEWNET, "mount": CLONE_NEWNS,
               "ipc": CLONE_NEWIPC, "uts": CLONE_NEWUTS}
 # The fresh, private, size-capped file systems a candidate may write to.
 SCRATCH = ("/tmp", "/var/tmp", "/dev/shm")
 
 _libc = ctypes.CDLL(None, use_errno=True)
+PROCESSES = None  # ssb/processes.py, loaded by supervise()
 
 
 def _check(ret: int, what: str) -> None:
@@ -62,6 +65,19 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int,
     enc = lambda s: None if s is None else s.encode()  # noqa: E731
     _check(_libc.mount(enc(source), enc(target), enc(fstype), ctypes.c_ulong(flags),
                        enc(data)), f"mount {target}")
+
+
+def load_processes(path: str):
+    """ssb's process helpers (``ssb/processes.py``, standard library only) loaded from ``path``,
+    the file of ssb's own installation that sandbox.py names in the job."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_ssb_processes", path)
+    if spec is None or spec.loader is None:
+        raise OSError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def prctl(option: int, value: int) -> None:
@@ -229,7 +245,9 @@ def child(job: dict, namespaces: list[str], fds: dict[str, int]) -> None:
             os.setgid(job["gid"])
             os.setuid(job["uid"])
         prctl(PR_SET_NO_NEW_PRIVS, 1)  # setuid binaries (su, ping) gain nothing
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)  # after setuid: a uid change clears it
+        # after setuid: a uid change clears it
+        if not PROCESSES.set_parent_death_signal(signal.SIGKILL):
+            raise OSError("prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != job["_supervisor"] and "pid" not in namespaces:
             os._exit(111)  # the supervisor already died
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": workdir,
@@ -246,7 +264,9 @@ def child(job: dict, namespaces: list[str], fds: dict[str, int]) -> None:
 
 
 def supervise(job: dict) -> dict:
+    global PROCESSES
     started = time.monotonic()
+    PROCESSES = load_processes(job["processes"])  # before any namespace, fork or mount
     is_root = os.getuid() == 0
     wanted = [n for n in job["namespaces"] if n in NAMESPACES]
     namespaces = get_namespaces(wanted) if is_root else get_user_namespaces(wanted)

@@ -28,7 +28,9 @@ checked by a test in tests/code/test_sandbox.py:
   proxy variables.
 * **Wall-clock deadline.**  The supervisor kills the candidate (and so its namespace) at the
   deadline; ssb kills the supervisor's process group if it ever overruns, and the candidate has
-  a parent-death signal.
+  a parent-death signal (:func:`ssb.processes.set_parent_death_signal`).  The supervisor itself
+  outlives a killed ssb only up to that deadline, on purpose: it still cleans up after the
+  candidate (the fallbacks below) and then exits.
 
 Where the system refuses a namespace (a container without CAP_SYS_ADMIN, say), the run still
 happens and the report lists what it got (:func:`isolation`):
@@ -70,6 +72,9 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
+
+import ssb.processes as processes
+from ssb.processes import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +238,7 @@ def run_tests(solution: str, tests: str, limits: Limits = Limits()) -> RunResult
         job = {"uid": uid, "gid": uid, "timeout": limits.timeout, "limits": limits.job_limits(),
                "tmpfs_mb": limits.tmpfs_mb, "max_output": limits.max_output,
                "namespaces": list(limits.namespaces), "python": python, "python_prefix": prefix,
-               "harness": HARNESS, "payload": payload}
+               "harness": HARNESS, "payload": payload, "processes": processes.__file__}
         report = _supervise(job, limits.timeout)
     result = interpret(report, sentinel, limits)
     result.uid = uid
@@ -319,8 +324,7 @@ def interpret(report: dict, sentinel: str, limits: Limits) -> RunResult:
 
 
 def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-               else (os.cpu_count() or 1))
+    return usable_cores()
 
 
 def run_many(pairs: Sequence[tuple[str, str]], limits: Limits = Limits(),

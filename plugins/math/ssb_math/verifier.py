@@ -21,7 +21,9 @@ used as is.
 
 Order of checks for ``math_equal(gold, answer)``:
 
-1. the same string after light normalization (spacing, ``\\left``/``\\right``, ``\\dfrac``);
+1. the same string after light normalization (spacing, ``\\left``/``\\right``, ``\\dfrac``;
+   :func:`ssb.answers.normalize_latex`), before any guard: an identical answer is right however
+   large it is;
 2. textual golds (``\\text{Evelyn}``, ``\\text{(B)}``, ``\\text{even}``) compare as
    case-insensitive text, never symbolically (math-verify would read ``Evelyn`` as a product
    of six symbols, equal to any anagram);
@@ -38,23 +40,14 @@ from __future__ import annotations
 
 import re
 
-from ssb.answers import (Extraction, extract_answer, last_math_span, parse_number,
-                         strip_text_wrappers)
+from ssb.answers import (Extraction, extract_answer, last_math_span, normalize_latex,
+                         parse_number, strip_text_wrappers)
 from ssb.records import Verdict
 from ssb.verification import DEFAULT_TIMEOUT, check_complexity, latex_equal
 
-_SPACES = re.compile(r"\\[,;:! ]|\\quad|\\qquad|\\displaystyle|\\left|\\right|\s+")
 _HAS_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|mathrm|mbox|textit)\s*\{")
 _WORDS = re.compile(r"[a-z][a-z \-'.]*")
-
-
-def normalize(latex: str) -> str:
-    s = latex.strip()
-    if len(s) >= 2 and s[0] == "$" and s[-1] == "$":
-        s = s.strip("$")
-    s = _SPACES.sub("", s)
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac")
-    return s.rstrip(".")
+normalize = normalize_latex  # the one light normalization (ssb.answers), under its old name
 
 
 def as_text(latex: str) -> str | None:
@@ -124,12 +117,12 @@ def math_equal(gold: str, answer: str, *, timeout: float | None = DEFAULT_TIMEOU
     """(equal, error) for a LaTeX gold and an extracted answer; see the module docstring."""
     if not answer or not answer.strip():
         return False, None
+    g, a = normalize(gold), normalize(answer)
+    if g == a:  # before the guard: an identical answer is right however large it is
+        return True, None
     reason = check_complexity(answer)
     if reason is not None:
         return False, f"rejected: {reason}"
-    g, a = normalize(gold), normalize(answer)
-    if g == a:
-        return True, None
     if is_text_gold(gold):
         return as_text(answer) == as_text(gold), None
     if {_shape(gold), _shape(answer)} == {"set", "ordered"}:

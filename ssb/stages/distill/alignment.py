@@ -160,6 +160,9 @@ def curated_path(curated: str | Path) -> Path:
     if path.is_dir():
         path = path / "curated.jsonl"
     if not path.is_file():
+        from ssb.journal import open_input
+
+        open_input(path, "curated file").close()  # names what it is: a FIFO, a loop, missing
         raise SsbError(f"curated file not found: {path}")
     return path
 
@@ -167,29 +170,20 @@ def curated_path(curated: str | Path) -> Path:
 def load_curated(curated: str | Path) -> list[CuratedRecord]:
     """Read ``curated.jsonl``; a bad line raises DataError naming file, line and field."""
     path = curated_path(curated)
+    from ssb.journal import read_jsonl_numbered
+
     records = []
-    for line, data in _numbered(path):
+    first_line: dict[str, int] = {}
+    for line, data in read_jsonl_numbered(path, what="curated file"):
         try:
-            records.append(CuratedRecord.from_dict(data))
+            record = CuratedRecord.from_dict(data)
         except DataError as exc:
             raise exc.at(path=str(path), line=line) from None
+        if record.id in first_line:
+            raise DataError(f"duplicate record id {record.id!r} (first on line "
+                            f"{first_line[record.id]})", path=str(path), line=line, field="id")
+        first_line[record.id] = line
+        records.append(record)
     if not records:
         raise DataError("no curated records", path=str(path))
     return records
-
-
-def _numbered(path: Path):
-    """(line number, object) pairs of a JSONL file, blank lines skipped."""
-    import json
-
-    with open(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise DataError(f"invalid JSON: {exc}", path=str(path), line=number) from None
-            if not isinstance(obj, dict):
-                raise DataError("expected a JSON object", path=str(path), line=number)
-            yield number, obj

@@ -4,9 +4,11 @@ The Trainer brings checkpoints, ``resume_from_checkpoint``, ``report_to``, gradi
 gradient checkpointing, mixed precision and multi-GPU (``accelerate launch`` / ``torchrun``);
 :class:`DistillTrainer` only replaces ``compute_loss`` with :func:`ssb.stages.distill.step.distill_step`.
 
-Outputs in ``OUT/``: ``adapter/`` (plain ``PeftModel.from_pretrained``), ``metrics.jsonl`` (one
-object per logged step), ``training.png``, ``manifest.json``, and ``checkpoints/`` (the Trainer's,
-used to resume: rerunning the same command continues from the last one).
+Outputs in ``OUT/``: ``adapter/`` (plain ``PeftModel.from_pretrained``, with a model card,
+``README.md``: :mod:`ssb.modelcard`), ``metrics.jsonl`` (one object per logged step),
+``heldout.jsonl``, ``manifest.json``, ``tensorboard/`` (with ``--report-to tensorboard``), and
+``checkpoints/`` (the Trainer's, used to resume: rerunning the same command continues from the
+last one).  Charts (``training.png``) are the CLI's, drawn from ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any, ClassVar, Sequence
 
 from ssb.errors import SsbError
 from ssb.events import EventCallback, Reporter
+from ssb.option_groups import ACCEPT_CHANGED_CONFIG, FORCE, MODEL, OUT, RESTART, SEED
 from ssb.options import ConfigError, StageConfig, option
 
 log = logging.getLogger("ssb.distill")
@@ -49,9 +52,9 @@ class DistillConfig(StageConfig):
     }
 
     curated: str = option(help="Curate output DIR (curated.jsonl) or the jsonl file.")
-    model: str = option(help="Base model: hub id, HF dir, .gguf file, or 'default'.")
-    out: str = option(resume=False,
-                      help="Output DIR: adapter/, metrics.jsonl, training.png, manifest.json.")
+    model: str = MODEL(note="the base model, also the online teacher")
+    out: str = OUT(note="adapter/ (with README.md), metrics.jsonl, heldout.jsonl, "
+                   "manifest.json, checkpoints/")
     lora_r: int = option(32, ge=1, help="LoRA rank.")
     lora_alpha: int = option(32, gt=0, help="LoRA alpha.")
     lora_dropout: float = option(0.05, ge=0, lt=1, help="LoRA dropout.")
@@ -82,7 +85,7 @@ class DistillConfig(StageConfig):
     overlong: str = option("truncate", choices=("truncate", "drop"),
                            help="Too long: truncate the solution (same cut in both views) or "
                            "drop the record.")
-    seed: int = option(0, help="Seed (LoRA init, data order, dropout).")
+    seed: int = SEED(0, note="LoRA init, data order, dropout")
     dtype: str = option("auto", choices=("auto", "float32", "bfloat16", "float16"),
                         help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
     gradient_checkpointing: bool = option(False, help="Recompute activations in backward "
@@ -99,18 +102,27 @@ class DistillConfig(StageConfig):
     eval_steps: int = option(0, ge=0, help="Measure the held-out loss every N optimizer steps "
                              "(0: only before and after training, when --eval-records is set).")
     report_to: str = option("none", resume=False,
-                            help="none, tensorboard, wandb (comma-separated).")
-    force: bool = option(False, resume=False,
-                         help="Start over in OUT even if it holds a run with another config.")
+                            help="Experiment trackers, comma-separated: none, tensorboard, "
+                            "wandb, trackio (each an extra: pip install "
+                            "'softboot[tensorboard]').")
+    restart: bool = RESTART()
+    accept_changed_config: bool = ACCEPT_CHANGED_CONFIG(
+        note="checkpoints of another config cannot be resumed: training starts over")
+    force: bool = FORCE("accept_changed_config", "start over when the config changed")
 
     def check(self) -> None:
         target_module_names(self.target_modules)
-        from ssb.losses import parse_loss_spec
+        from ssb.tracking import parse_report_to
+
+        parse_report_to(self.report_to)  # unknown or not installed: refused before training
+        from ssb.losses import check_loss_params, parse_loss_spec
         from ssb.plugins import get_registry
 
         registry = get_registry()
         terms = parse_loss_spec(self.loss)
         losses = [registry.loss(name) for name, _, _ in terms]
+        for (name, _, params), spec in zip(terms, losses):  # refused now, not at step 1
+            check_loss_params(name, spec.fn, params)
         if all(w == 0 for _, w, _ in terms):
             raise ConfigError("--loss: every weight is 0, nothing to train on")
         # Weight-0 terms are still computed (and logged), so they need their inputs too.
@@ -152,21 +164,16 @@ def _die_with_launcher() -> None:
     """torchrun (and ``accelerate launch``, which runs it) starts each worker in a session of
     its own, so a SIGKILL to the launcher's process group leaves the workers training on,
     unsupervised, into the same OUT, racing the rerun that resumes it.  Ask Linux to SIGKILL
-    this worker when its launcher dies; elsewhere nothing changes."""
+    this worker when its launcher dies (:func:`ssb.processes.die_with_parent`); elsewhere
+    nothing changes."""
     import os
     import signal
-    import sys
 
-    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+    from ssb.processes import die_with_parent
 
-        libc = ctypes.CDLL(None, use_errno=True)
-        armed = libc.prctl(1, int(signal.SIGKILL), 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError, ValueError):
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
         return
-    if armed and os.getppid() == 1:  # the launcher died before the signal was armed
+    if die_with_parent(None) and os.getppid() == 1:  # the launcher died before it was armed
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -443,6 +450,11 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+# What `--restart` deletes in OUT (with manifest.json); nothing else there is touched.
+DISTILL_OUTPUTS = ("checkpoints", "adapter", "metrics.jsonl", "heldout.jsonl", "training.png",
+                   "tensorboard")
+
+
 def distill(cfg: DistillConfig, *, on_event: EventCallback | None = None,
             callbacks: Sequence[Any] = ()) -> DistillResult:
     """Train (or resume) a LoRA adapter in ``cfg.out``; ``callbacks``: extra TrainerCallbacks."""
@@ -456,12 +468,13 @@ def distill(cfg: DistillConfig, *, on_event: EventCallback | None = None,
     curated_file = curated_path(cfg.curated)
     main = _is_main_process()
     identity = cfg.identity()
-    stage = StageOutput(out, "distill", identity, cfg.manifest(), force=cfg.force,
-                        inputs=[curated_file], seed=cfg.seed)
-    if not main:  # workers read the run's state; rank 0 owns the directory
+    stage = StageOutput(out, "distill", identity, cfg.manifest(),
+                        force=cfg.accept_changed_config, restart=cfg.restart,
+                        outputs=DISTILL_OUTPUTS, inputs=[curated_file], seed=cfg.seed)
+    if not main and not cfg.restart:  # workers read the run's state; rank 0 owns the directory
         from ssb.stage import check_resume
 
-        check_resume(out, "distill", identity, cfg.force)
+        check_resume(out, "distill", identity, cfg.accept_changed_config)
     with stage if main else nullcontext(stage):
         return _distill_locked(cfg, stage if main else None, Reporter("distill", on_event),
                                callbacks, previous=load_manifest(out) if not main
@@ -487,7 +500,8 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     heldout_path = out / "heldout.jsonl"
     adapter_dir = out / "adapter"
 
-    # Resume or start over: a changed config is refused unless --force, which starts afresh.
+    # Resume or start over: a changed config is refused unless --accept-changed-config, which
+    # starts afresh (--restart has already deleted DISTILL_OUTPUTS).
     if stage is not None and stage.identity_changed:
         for stale in (checkpoints, adapter_dir):  # they do not belong to this config
             shutil.rmtree(stale, ignore_errors=True)
@@ -547,6 +561,9 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     except ValueError as exc:  # e.g. a --target-modules name the model does not have
         raise ConfigError(f"--target-modules {cfg.target_modules}: {exc}") from None
 
+    from ssb.tracking import trainer_reporting
+
+    report_to, tracker_callbacks, tracker_args = trainer_reporting(cfg.report_to, out)
     args = TrainingArguments(
         output_dir=str(checkpoints),
         per_device_train_batch_size=cfg.batch_size,
@@ -562,7 +579,8 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
-        report_to=[r for r in cfg.report_to.split(",") if r] or "none",
+        report_to=report_to,
+        **tracker_args,
         seed=cfg.seed,
         data_seed=cfg.seed,
         bf16=torch_dtype == torch.bfloat16,
@@ -592,7 +610,8 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     trainer = _trainer_class()(
         model=model, args=args, train_dataset=AlignedDataset(examples),
         data_collator=DistillCollator(pad_id, teacher=cfg.teacher, store=store),
-        callbacks=[*_callbacks(metrics_path, report_events, heldout), *callbacks],
+        callbacks=[*_callbacks(metrics_path, report_events, heldout), *tracker_callbacks,
+                   *callbacks],
         loss_terms=terms, temperature=cfg.temperature, teacher=cfg.teacher,
         logit_chunk=cfg.logit_chunk,
     )
@@ -609,6 +628,7 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     else:
         metrics_path.unlink(missing_ok=True)
         heldout_path.unlink(missing_ok=True)
+        shutil.rmtree(out / "tensorboard", ignore_errors=True)  # a start's curves, not two
         if heldout is not None:  # the starting point: the adapter is zero, the model the base
             heldout.measure(model, 0, trainer.is_world_process_zero())
     if stage is not None:
@@ -636,6 +656,10 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
             "heldout_first": held[0] if held else None,
             "heldout_last": held[-1] if held else None,
         }
+        from ssb.modelcard import write_model_card
+
+        write_model_card(adapter_dir, base_model=cfg.model, config=cfg.manifest(),
+                         summary=summary, curated_file=curated_file, records=records)
         stage.finish(summary=summary)
         return DistillResult(out, summary)
     return DistillResult(out, {"out": str(out)})
