@@ -30,23 +30,28 @@ from ssb.verification import HELPER_MARKER
 SLOW = (r"\sin(x)^{50}", r"\cos(x)^{50}")
 
 
-def _helpers_for(parent: int) -> set[int]:
-    """Live (not zombie) verification helpers started by process ``parent``."""
-    found = set()
+def _live_processes(marker: bytes):
+    """(pid, ppid, environ) of every live (not zombie) process with ``marker`` among the words
+    of its command line."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            if HELPER_MARKER.encode() not in cmdline:
+            if marker not in cmdline:
                 continue
+            stat = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
             environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:  # gone meanwhile
+        except (OSError, IndexError):  # gone meanwhile
             continue
-        if f"SSB_VERIFY_PARENT={parent}".encode() in environ and state not in ("Z", "X"):
-            found.add(int(entry))
-    return found
+        if stat[0] not in ("Z", "X"):
+            yield int(entry), int(stat[1]), environ
+
+
+def _helpers_for(parent: int) -> set[int]:
+    """Live (not zombie) verification helpers started by process ``parent``."""
+    return {pid for pid, _, environ in _live_processes(HELPER_MARKER.encode())
+            if f"SSB_VERIFY_PARENT={parent}".encode() in environ}
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -202,18 +207,7 @@ max-length = 512
 
 def _stage_children(parent: int) -> set[int]:
     """Live ``python -m ssb.stages.child`` processes whose parent is ``parent``."""
-    found = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-            ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if b"ssb.stages.child" in cmdline and ppid == parent and _alive(int(entry)):
-            found.add(int(entry))
-    return found
+    return {pid for pid, ppid, _ in _live_processes(b"ssb.stages.child") if ppid == parent}
 
 
 @pytest.mark.slow

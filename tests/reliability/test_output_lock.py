@@ -34,9 +34,11 @@ def _stage_argv(stage: str, curated: Path, model: Path, out: Path) -> list[str]:
             str(out), "--top-k", "8", "--max-length", "256", "--no-progress"]
 
 
-def _snapshot(root: Path) -> dict[str, bytes]:
+def _snapshot(root: Path, locks: bool = False) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes; lock files only with ``locks`` (a refused
+    command must not even create one)."""
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and not p.name.endswith(".lock")}
+            if p.is_file() and (locks or not p.name.endswith(".lock"))}
 
 
 @pytest.mark.slow
@@ -88,12 +90,6 @@ def test_a_second_process_on_the_same_out_is_refused(stage, tiny_model_dir, tmp_
 
 # -- issue 21: one lock per directory, whatever the command -------------------------------------
 
-def _listing(root: Path) -> dict[str, bytes]:
-    """Every file, lock files included (a refused command must not even create one)."""
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file()}
-
-
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, \
@@ -129,19 +125,19 @@ def test_curate_and_eval_never_share_an_output_directory(tiny_model_dir, tmp_pat
             assert time.monotonic() < deadline, "curate never took the lock"
             time.sleep(0.01)
         os.killpg(first.pid, signal.SIGSTOP)
-        before = _listing(out)
+        before = _snapshot(out, locks=True)
 
         by_manifest = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
         assert _one_error_line(by_manifest) == (
             f"error: {out} holds a `curate` run, not `eval`; use another --out")
-        assert _listing(out) == before
+        assert _snapshot(out, locks=True) == before
 
         aside = tmp_path / "manifest.aside"
         os.replace(out / "manifest.json", aside)
         by_lock = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
         os.replace(aside, out / "manifest.json")
         assert _one_error_line(by_lock) == f"error: another `ssb curate` is writing to {out}"
-        assert _listing(out) == before
+        assert _snapshot(out, locks=True) == before
 
         os.killpg(first.pid, signal.SIGCONT)
         _, stderr = first.communicate(timeout=600)
@@ -154,7 +150,7 @@ def test_curate_and_eval_never_share_an_output_directory(tiny_model_dir, tmp_pat
     rows = [json.loads(line) for line in (out / "journal.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all("rollouts" in r or "status" in r for r in rows), rows
 
-    done = _listing(out)
+    done = _snapshot(out, locks=True)
     again = subprocess.run(evaluate, capture_output=True, text=True, timeout=300)
     assert _one_error_line(again).startswith(f"error: {out} holds a `curate` run")
-    assert _listing(out) == done  # checked before the lock file or anything else is written
+    assert _snapshot(out, locks=True) == done  # checked before the lock file or anything else is written
