@@ -3,9 +3,14 @@ problems: a response is "correct" when its length is even. Random text gives a m
 wrong rollouts, so every stage of SSB (selection, hinted solution, distill, eval) really runs.
 
 ``COINFLIP_ALL_RIGHT_AFTER=PATH``: once PATH exists, every response is right (so a later round of
-``ssb run`` finds nothing to keep)."""
+``ssb run`` finds nothing to keep).
+
+``COINFLIP_VERIFY_SECONDS=S``: each verification takes S seconds more, so a test that must catch
+curate mid-way (a kill) has a window on a fast machine too (the tiny model generates a batch in
+well under a second)."""
 
 import os
+import time
 
 from ssb.hookspecs import hookimpl
 from ssb.records import Problem, Verdict
@@ -25,6 +30,7 @@ class ParityVerifier:
         return "even" if len(response) % 2 == 0 else "odd"
 
     def verify(self, response, gold, *, strict=False, timeout=None):
+        time.sleep(float(os.environ.get("COINFLIP_VERIFY_SECONDS", "0")))
         marker = os.environ.get("COINFLIP_ALL_RIGHT_AFTER")
         if marker and os.path.exists(marker):
             return Verdict(extracted=gold, correct=True)

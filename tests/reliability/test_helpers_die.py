@@ -226,9 +226,11 @@ def test_sigkill_of_run_leaves_no_stage_child_and_no_error_row(tmp_path, tiny_mo
     journal = out / "curate" / "journal.jsonl"
     args = ["--config", str(cfg), "--out", str(out)]
     with open(tmp_path / "first.err", "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "ssb", "run", *args],
-                                env=plugin_env(coinflip_path), stdout=subprocess.DEVNULL,
-                                stderr=err, start_new_session=True)
+        # 48 verifications at 0.25 s: curate lasts ~12 s even where the tiny model generates a
+        # batch in a fraction of a second (on the CI box it finished within the 2 s below).
+        env = dict(plugin_env(coinflip_path), COINFLIP_VERIFY_SECONDS="0.25")
+        proc = subprocess.Popen([sys.executable, "-m", "ssb", "run", *args], env=env,
+                                stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     children: set[int] = set()
     try:
         deadline = time.monotonic() + 600  # imports and the model load on a busy 2-core box
@@ -253,6 +255,7 @@ def test_sigkill_of_run_leaves_no_stage_child_and_no_error_row(tmp_path, tiny_mo
         _kill_all(children)
     text = journal.read_text() if journal.exists() else ""
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    assert len(rows) < 12, "curate finished before the kill: the test did not catch it mid-way"
     assert not [r for r in rows if r.get("status") == "error"], rows
     assert "BrokenPipe" not in text
 
