@@ -33,6 +33,17 @@ def test_layers_keep_cli_libraries_out_of_the_core():
     assert offenders == []
 
 
+def test_no_library_module_is_over_600_lines():
+    """Issue 22: one job per module; curate.py (730) and distill/trainer.py (674) were split into
+    the driver and stages/selection.py, the stage and distill/hf_trainer.py."""
+    root = Path(__file__).resolve().parent.parent
+    sizes = {path.relative_to(root).as_posix(): len(path.read_text(encoding="utf-8").splitlines())
+             for base in ("ssb", "plugins") for path in (root / base).rglob("*.py")
+             if "build" not in path.relative_to(root).parts}
+    assert len(sizes) > 40, sorted(sizes)
+    assert {p: n for p, n in sizes.items() if n > 600} == {}
+
+
 @pytest.mark.slow
 def test_python_api_doc_runs_as_written(capsys):
     from ssb.plugins import get_registry

@@ -5,7 +5,8 @@ hinted (teacher) view, at the solution tokens only.
 * :mod:`ssb.stages.distill.batching`  – padding and the flat indices of the solution positions;
 * :mod:`ssb.stages.distill.forward`   – LM-head projections at those positions only, in chunks;
 * :mod:`ssb.stages.distill.step`      – one step: batch -> teacher signal -> student forward -> loss;
-* :mod:`ssb.stages.distill.trainer`   – the transformers Trainer around it, outputs and resume.
+* :mod:`ssb.stages.distill.trainer`   – the stage: config, outputs, resume;
+* :mod:`ssb.stages.distill.hf_trainer` – the transformers Trainer subclass and its callbacks.
 
 The teacher signal (online / offline top-k store) lives in :mod:`ssb.stages.distill.teacher`.
 """
