@@ -365,6 +365,12 @@ def _type_name(s: OptionSpec) -> str:
             Path: "a path", list: "a list", dict: "a table"}.get(tp, str(tp))
 
 
+def _number(x: float) -> str:
+    """A bound or a value as a reader writes it: an integer with thousands separators
+    (``1,000,000``, not ``1e+06``), a float as given (``-1.0``, ``0.05``)."""
+    return f"{x:,}" if isinstance(x, int) and not isinstance(x, bool) else str(x)
+
+
 def _check_value(s: OptionSpec, value: Any) -> Any:
     if value is None:
         if s.optional or s.default is None:
@@ -376,16 +382,16 @@ def _check_value(s: OptionSpec, value: Any) -> Any:
     if s.choices is not None and value not in s.choices:
         raise ConfigError(f"{s.flag} must be one of {', '.join(map(str, s.choices))}, "
                           f"got {value!r}")
-    b = s.bounds
+    b = {k: _number(v) for k, v in s.bounds.items()}
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        if "ge" in b and value < b["ge"]:
-            raise ConfigError(f"{s.flag} must be >= {b['ge']:g}, got {value}")
-        if "gt" in b and value <= b["gt"]:
-            raise ConfigError(f"{s.flag} must be > {b['gt']:g}, got {value}")
-        if "le" in b and value > b["le"]:
-            raise ConfigError(f"{s.flag} must be <= {b['le']:g}, got {value}")
-        if "lt" in b and value >= b["lt"]:
-            raise ConfigError(f"{s.flag} must be < {b['lt']:g}, got {value}")
+        if "ge" in b and value < s.bounds["ge"]:
+            raise ConfigError(f"{s.flag} must be >= {b['ge']}, got {_number(value)}")
+        if "gt" in b and value <= s.bounds["gt"]:
+            raise ConfigError(f"{s.flag} must be > {b['gt']}, got {_number(value)}")
+        if "le" in b and value > s.bounds["le"]:
+            raise ConfigError(f"{s.flag} must be <= {b['le']}, got {_number(value)}")
+        if "lt" in b and value >= s.bounds["lt"]:
+            raise ConfigError(f"{s.flag} must be < {b['lt']}, got {_number(value)}")
     return value
 
 

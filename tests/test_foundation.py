@@ -248,28 +248,22 @@ def test_a_stage_that_fails_before_working_leaves_no_manifest(tmp_path):
 
 
 def test_config_file_keys_mirror_flags_and_flags_win(tmp_path, ssb_cli):
-    import typer
-
-    from ssb.commands._common import config_option
-
-    app = typer.Typer()
-
-    @app.command()
-    def demo(config: str = config_option(), rollouts: int = 4, lora_r: int = 8) -> None:
-        print(json.dumps({"rollouts": rollouts, "lora_r": lora_r}))
-
-    @app.command()
-    def other() -> None:
-        pass
-
-    from typer.testing import CliRunner
-
+    """Every command, the non-stage ones too (``ssb problems`` here; issue 22: generate, verify,
+    problems, export and eval compare were hand-written), reads --config through the one
+    resolver: keys mirror the flags, the command's table wins over the top level, explicit
+    flags win over both, and an unknown key is refused with a suggestion."""
+    source = tmp_path / "p.jsonl"
+    source.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n"
+                              for i in range(5)))
     cfg = tmp_path / "c.toml"
-    cfg.write_text("rollouts = 6\nlora-r = 32\n")
-    out = CliRunner().invoke(app, ["demo", "--config", str(cfg)])
-    assert json.loads(out.stdout) == {"rollouts": 6, "lora_r": 32}
-    out = CliRunner().invoke(app, ["demo", "--config", str(cfg), "--rollouts", "2"])
-    assert json.loads(out.stdout) == {"rollouts": 2, "lora_r": 32}
-    cfg.write_text("rollout = 6\n")
-    out = CliRunner().invoke(app, ["demo", "--config", str(cfg)])
-    assert out.exit_code != 0 and "unknown key 'rollout'" in str(out.exception)
+    cfg.write_text(f'dataset = "gsm8k"\nsource = "{source}"\nsplit = "test"\nlimit = 4\n'
+                   '[problems]\nlimit = 3\n')
+    code, out, err = ssb_cli("problems", "--config", str(cfg), "--json")
+    assert code == 0, err
+    assert [json.loads(line)["gold"] for line in out.splitlines()] == ["0", "1", "2"]
+    code, out, err = ssb_cli("problems", "--config", str(cfg), "--json", "-n", "1")
+    assert code == 0, err
+    assert len(out.splitlines()) == 1
+    cfg.write_text(f'dataset = "gsm8k"\nsource = "{source}"\nlimt = 2\n')
+    code, _, err = ssb_cli("problems", "--config", str(cfg), "--json")
+    assert code == 2 and "unknown key 'limt'" in err and "did you mean 'limit'" in err

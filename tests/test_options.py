@@ -100,6 +100,37 @@ def test_stage_configs_are_derived_into_the_cli(ssb_cli, monkeypatch):
     assert all(s.flag in flags for s in EvalConfig.specs())
 
 
+def test_every_command_takes_exactly_its_config_class_flags():
+    """Issue 22: generate, verify, problems, export and eval compare hand-wrote their typer
+    options; now each command's options are its config class's fields (with their short
+    names), ``--config``, and the display-only switches the command adds: nothing else."""
+    import typer
+
+    from ssb.cli import build_app
+    from ssb.commands.eval import CompareConfig
+    from ssb.commands.export import ExportConfig
+    from ssb.commands.generate import GenerateConfig
+    from ssb.commands.problems import ProblemsConfig
+    from ssb.commands.verify import VerifyConfig
+
+    root = typer.main.get_command(build_app())
+    cases = [(("generate",), GenerateConfig, {"--json"}), (("verify",), VerifyConfig, set()),
+             (("problems",), ProblemsConfig, {"--json"}), (("export",), ExportConfig, {"--json"}),
+             (("eval", "compare"), CompareConfig, {"--json"})]
+    for path, cls, display in cases:
+        command = root
+        for name in path:
+            command = command.commands[name]
+        options = {o for p in command.params for o in p.opts if o.startswith("-")}
+        options -= {"--help", "-h"}
+        declared = {"--config"} | display
+        for spec in cls.specs():
+            declared |= {spec.flag, *([spec.short] if spec.short else [])}
+        bools = {o for p in command.params for o in p.secondary_opts}
+        assert options == declared, (path, options ^ declared)
+        assert all(b.startswith("--no-") for b in bools), path
+
+
 def help_flags(text: str) -> set[str]:
     """The long flags a help screen shows, as whole words (``--x/--no-x`` gives both)."""
     import re

@@ -29,50 +29,6 @@ def emit_json(obj: Any) -> None:
     sys.stdout.write(json_line(obj))
 
 
-# -- --config for the hand-written (non-stage) commands -------------------------------------------
-
-def _config_callback(ctx: typer.Context, param: Any, value: Any) -> Any:
-    """Eager ``--config`` callback: TOML values become the defaults, so explicit flags win."""
-    from ssb.options import ConfigError, file_section, read_toml
-
-    if value:
-        from ssb.secrets import learn
-
-        whole = read_toml(value)
-        learn(whole)  # a URL's credentials in the file are masked in every line from now on
-        data = file_section(whole, ctx.info_name)
-        params = {p.name: p for p in ctx.command.params if p.name}
-        names = set(params)
-        defaults = {}
-        for key, v in data.items():
-            name = key.replace("-", "_")
-            if name not in names:
-                raise ConfigError(f"{value}: unknown key {key!r} for `ssb {ctx.info_name}` "
-                                  f"(flags: {', '.join(sorted(n.replace('_', '-') for n in names))})")
-            if isinstance(v, (list, dict)) and not getattr(params[name], "multiple", False):
-                # a list or a table where one value belongs: refused, never coerced by click
-                shape = "a table" if isinstance(v, dict) else "a list"
-                raise ConfigError(f"{value}: {key} takes one value, got {shape}")
-            defaults[name] = v
-        ctx.default_map = {**(ctx.default_map or {}), **defaults}
-    return value
-
-
-def config_option() -> Any:
-    return typer.Option(
-        None, "--config", callback=_config_callback, is_eager=True,
-        help="TOML file whose keys mirror this command's flags (flags win).",
-        exists=False, dir_okay=False, show_default=False,
-    )
-
-
-def backend_opt_option() -> Any:
-    return typer.Option(
-        [], "--backend-opt", "-B",
-        help="Backend option KEY=VALUE (repeatable; `ssb plugins` lists each backend's).",
-    )
-
-
 def load_backend(name: str, model: str, adapter: str | None, items: list[str] | None):
     """A backend through the registry, its ``-B`` options typed by the backend's schema."""
     from ssb.plugins import get_registry
@@ -138,9 +94,11 @@ def help_markup(text: str) -> str:
 
 def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[..., None], *,
                   extra: list[tuple[str, Any, Any]] = (), doc: str = "",
-                  nested: tuple[str, ...] = ()) -> None:
+                  nested: tuple[str, ...] = (), section: str | None = None) -> None:
     """Register ``ssb <name>``: one flag per field of ``cls``, plus ``--config``/``--preset`` and
-    ``extra`` (name, annotation, typer.Option) parameters for display-only switches.
+    ``extra`` (name, annotation, typer.Option or typer.Argument) parameters for display-only
+    switches and positional arguments.  ``section``: the ``--config`` file's table for this
+    command when it is not ``cls.COMMAND`` (``ssb eval compare`` reads ``[compare]``).
 
     ``handler(config, **extra_values)`` runs the stage with the resolved, validated config.
     """
@@ -185,7 +143,8 @@ def stage_command(app: typer.Typer, name: str, cls: type, handler: Callable[...,
             if source is not None and source.name in _EXPLICIT:
                 flags[s.name] = kwargs[s.name]
         with deprecations():
-            config = resolve(cls, preset=preset, file=config_file, flags=flags, nested=nested)
+            config = resolve(cls, preset=preset, file=config_file, flags=flags, nested=nested,
+                             section=section)
         handler(config, **{k: v for k, v in kwargs.items() if k in extra_names})
 
     command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
@@ -340,5 +299,5 @@ def _rich_renderer() -> Iterator[EventCallback]:
         yield callback
 
 
-__all__ = ["backend_opt_option", "config_option", "emit_json", "load_backend", "render_events",
+__all__ = ["emit_json", "load_backend", "render_events",
            "stage_command"]

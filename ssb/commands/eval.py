@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, ClassVar, List, Optional
 
 import typer
 
 from ssb.commands._common import emit_json, render_events, stage_command
+from ssb.option_groups import SEED
+from ssb.options import StageConfig, option
 from ssb.stages.evaluate import EvalConfig
 
 DOC = """Evaluate a model on a benchmark: pass@1 with a 95% CI (greedy by default).
@@ -20,6 +23,47 @@ Examples:\n
   ssb eval -d gsm8k -b llama.cpp -m default --adapter runs/student/adapter --out runs/ssb\n
   ssb eval compare runs/base runs/ssb
 """
+
+
+COMPARE_DOC = """Side-by-side accuracy over shared problems, with paired significance tests.
+
+Each run is compared with the first: the mean per-problem difference, its paired bootstrap 95% \
+CI, and the exact McNemar p-value (one sample per problem). The verdict says in words when a \
+difference is not significant.
+"""
+
+
+@dataclass
+class CompareConfig(StageConfig):
+    """What ``ssb eval compare`` takes besides the run directories: its flags and the keys of
+    the ``[compare]`` table of its ``--config`` file."""
+
+    COMMAND: ClassVar[str] = "eval compare"
+
+    alpha: float = option(0.05, gt=0, lt=1, help="Significance level.")
+    # The upper bound is ssb.metrics.MAX_RESAMPLES (not imported here: numpy at every start);
+    # tests/test_options.py holds the two equal.
+    resamples: int = option(10_000, ge=100, le=1_000_000, help="Bootstrap resamples.")
+    seed: int = SEED(0, note="of the bootstrap")
+
+
+def _compare(config: CompareConfig, runs: list[Path], json_out: bool) -> None:
+    from rich.console import Console
+
+    from ssb.stages.evaluate import compare_runs
+
+    report = compare_runs(runs, alpha=config.alpha, resamples=config.resamples,
+                          seed=config.seed)
+    if json_out:
+        emit_json(report)
+        return
+    console = Console()
+    console.print(compare_table(report))
+    for note in report["notes"]:
+        console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
+    for c in report["comparisons"]:
+        # soft_wrap: the verdict is a sentence to read and grep, not to break mid-phrase.
+        console.print(c["verdict"], highlight=False, markup=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -75,44 +119,15 @@ def register(app: typer.Typer) -> None:
     evaluate_group.__doc__ = DOC
     eval_app.callback()(evaluate_group)
 
-    @eval_app.command("compare")
-    def compare(
-        runs: List[Path] = typer.Argument(..., help="Two or more finished eval run directories; "
-                                          "the first is the baseline."),
-        alpha: float = typer.Option(0.05, "--alpha", help="Significance level."),
-        resamples: int = typer.Option(10_000, "--resamples", help="Bootstrap resamples."),
-        seed: int = typer.Option(0, "--seed", help="Bootstrap seed."),
-        json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
-    ) -> None:
-        """Side-by-side accuracy over shared problems, with paired significance tests.
-
-        Each run is compared with the first: the mean per-problem difference, its paired
-        bootstrap 95% CI, and the exact McNemar p-value (one sample per problem). The verdict
-        says in words when a difference is not significant.
-        """
-        from rich.console import Console
-
-        from ssb.errors import SsbError
-        from ssb.stages.evaluate import compare_runs
-
-        if not 0 < alpha < 1:
-            raise SsbError(f"--alpha must be in (0, 1), got {alpha}")
-        from ssb.metrics import MAX_RESAMPLES
-
-        if not 100 <= resamples <= MAX_RESAMPLES:
-            raise SsbError(f"--resamples must be from 100 to {MAX_RESAMPLES:,}, "
-                           f"got {resamples:,}")
-        report = compare_runs(runs, alpha=alpha, resamples=resamples, seed=seed)
-        if json_out:
-            emit_json(report)
-            return
-        console = Console()
-        console.print(compare_table(report))
-        for note in report["notes"]:
-            console.print(f"note: {note}", highlight=False, markup=False, soft_wrap=True)
-        for c in report["comparisons"]:
-            # soft_wrap: the verdict is a sentence to read and grep, not to break mid-phrase.
-            console.print(c["verdict"], highlight=False, markup=False, soft_wrap=True)
+    compare_holder = typer.Typer()
+    stage_command(compare_holder, "compare", CompareConfig, _compare, doc=COMPARE_DOC,
+                  section="compare", extra=[
+                      ("runs", List[Path], typer.Argument(
+                          ..., help="Two or more finished eval run directories; the first is "
+                          "the baseline.")),
+                      ("json_out", bool, typer.Option(False, "--json",
+                                                      help="Print the report as JSON."))])
+    eval_app.command("compare")(compare_holder.registered_commands[0].callback)
 
     app.add_typer(eval_app, name="eval")
 
