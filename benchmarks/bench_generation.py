@@ -33,6 +33,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 GSM8K = Path(os.environ.get("SSB_SHARED_DATA", REPO.parent / "shared" / "data")) / "gsm8k" \
@@ -139,27 +140,24 @@ def measure(backend, conversations, params) -> dict:
     return {"ours": acc["ours"], "base": acc["base"], "same": same, "total": total}
 
 
-def run(quick: bool) -> list[dict]:
-    from ssb.models import resolve
-    from ssb.plugins import get_registry
+def workloads(quick: bool, max_tokens: int | None = None) -> list[tuple[str, list, Any]]:
+    """(label, conversations, SamplingParams) of each workload, with the settings ssb uses for
+    it (read from ``CurateConfig``/``EvalConfig``); benchmarks/bench_engines.py runs the same."""
     from ssb.prompts import MATH_TUTOR_SYSTEM
     from ssb.records import SamplingParams
-
-    ref = resolve("default")
-    max_tokens = 96 if quick else 256
     from ssb.stages.curate import CurateConfig
+    from ssb.stages.evaluate import EvalConfig
 
+    max_tokens = max_tokens or (96 if quick else 256)
     curate = CurateConfig.__dataclass_fields__
     curate_sampling = {"temperature": curate["temperature"].default,
                        "top_k": curate["top_k"].default, "top_p": curate["top_p"].default}
-    from ssb.stages.evaluate import EvalConfig
-
     teacher_sampling = {**curate_sampling, "temperature": curate["teacher_temperature"].default}
     # How many hinted prompts one curate batch sends at once: the batch's selected problems,
     # about a third of CurateConfig's default batch (the arithmetic study kept 157 of 240).
     n_teacher = max(2, curate["batch_size"].default // 3)
     eval_batch = EvalConfig.__dataclass_fields__["batch_size"].default
-    workloads = [
+    specs = [
         # (label, prompts, samples per prompt, sampling, conversations builder)
         ("curate rollouts", 4 if quick else 8, curate["rollouts"].default, curate_sampling,
          None),
@@ -169,30 +167,41 @@ def run(quick: bool) -> list[dict]:
          {"temperature": 0.0, "top_k": 0, "top_p": 1.0}, None),
         ("generate -n 8 -t 0.8", 1, 8, {"temperature": 0.8, "top_k": 0, "top_p": 1.0}, None),
     ]
+    qs = questions(max(p for _, p, _, _, _ in specs))
+    out = []
+    for label, n_prompts, n, sampling, build in specs:
+        convs = build(n_prompts) if build is not None else [
+            [{"role": "system", "content": MATH_TUTOR_SYSTEM}, {"role": "user", "content": q}]
+            for q in qs[:n_prompts]]
+        out.append((f"{label} ({n_prompts} prompt(s) x {n} samples)", convs,
+                    SamplingParams(n=n, max_new_tokens=max_tokens, seed=0, **sampling)))
+    return out
+
+
+def run(quick: bool) -> list[dict]:
+    from ssb.models import resolve
+    from ssb.plugins import get_registry
+
+    ref = resolve("default")
     # The backend at its defaults (n_parallel included), as curate and eval create it.
     backend = get_registry().backend("llama.cpp").create(ref.location, n_threads=THREADS,
                                                           n_ctx=2048)
     rows = []
     try:
-        qs = questions(max(p for _, p, _, _, _ in workloads))
-        for label, n_prompts, n, sampling, build in workloads:
-            convs = build(n_prompts) if build is not None else [
-                [{"role": "system", "content": MATH_TUTOR_SYSTEM}, {"role": "user", "content": q}]
-                for q in qs[:n_prompts]]
-            params = SamplingParams(n=n, max_new_tokens=max_tokens, seed=0, **sampling)
+        for label, convs, params in workloads(quick):
             load_before = os.getloadavg()
             m = measure(backend, convs, params)
             load_after = os.getloadavg()
             ours = m["ours"]["tokens"] / m["ours"]["seconds"]
             base = m["base"]["tokens"] / m["base"]["seconds"]
             rows.append({
-                "metric": f"tokens/s, {label} ({n_prompts} prompt(s) x {n} samples)",
+                "metric": f"tokens/s, {label}",
                 "ours": ours, "baseline": base, "ratio": ours / base,
                 "unit": "tok/s", "higher_is_better": True, "target": 2 * base,
                 "note": (f"ours: n_parallel={backend.n_parallel}, {m['ours']['tokens']} tokens "
                          f"in {m['ours']['seconds']:.1f} s; baseline: create_completion per "
                          f"rollout, {m['base']['tokens']} tokens in "
-                         f"{m['base']['seconds']:.1f} s; max {max_tokens} new tokens, "
+                         f"{m['base']['seconds']:.1f} s; max {params.max_new_tokens} new tokens, "
                          f"T={params.temperature}, top_k={params.top_k}, top_p={params.top_p}, "
                          f"{THREADS} threads; {m['same']}/{m['total']} rollouts "
                          f"with the baseline's exact text; load average (1/5/15 min) "
