@@ -308,3 +308,78 @@ def test_eval_spec_keys_set_that_dataset_and_a_prompt_arm_is_checked(tmp_path):
             _study_config(tmp_path, arms=arms).validate()
     with pytest.raises(ConfigError, match="limit must be an integer"):
         _study_config(tmp_path, eval=["gsm8k?limit=many"]).validate()
+
+
+RECORDS = REPO / "docs" / "study-results" / "arithmetic" / "data"
+
+
+@pytest.mark.slow
+def test_study_on_given_records_trains_on_them_byte_for_byte(tmp_path, tiny_model_dir):
+    """``records = DIR`` (the GSM8K study's Part 2: the arithmetic study's committed records,
+    not re-curated): no curate stage runs, every arm trains on DIR's train records exactly, the
+    held-out curves use DIR's held-out ones, and the report says where the records came from."""
+    out = tmp_path / "study"
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(f"""
+domain = "arithmetic"
+backend = "transformers"
+model = "{tiny_model_dir}"
+records = "{RECORDS}"
+eval = ["arithmetic?n=4"]
+eval-split = "test"
+eval-steps = 0
+
+[distill]
+epochs = 1
+batch-size = 8
+lora-r = 4
+lora-alpha = 8
+max-length = 384
+
+[evaluate]
+max-tokens = 8
+
+[[arms]]
+name = "sft"
+loss = "ce=1"
+teacher = "none"
+""")
+    done = subprocess.run([sys.executable, "-m", "ssb", "study", "--config", str(cfg), "--out",
+                           str(out)], capture_output=True, text=True, timeout=1500)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert not (out / "curate").exists() and "[run] curate" not in done.stderr
+    for part in ("train", "heldout"):
+        assert (out / "data" / part / "curated.jsonl").read_bytes() == \
+            (RECORDS / part / "curated.jsonl").read_bytes()
+    study = json.loads((out / "study.json").read_text())
+    n_train = len((RECORDS / "train" / "curated.jsonl").read_text().splitlines())
+    n_held = len((RECORDS / "heldout" / "curated.jsonl").read_text().splitlines())
+    assert study["records"] == {"train": n_train, "heldout": n_held} and n_train > n_held > 0
+    assert study["curate"] == {"records": str(RECORDS)} and study["complete"]
+    assert f"not curated by this study: the records in `{RECORDS}`" in \
+        (out / "report.md").read_text()
+    manifest = json.loads((out / "arms" / "sft" / "manifest.json").read_text())
+    assert manifest["config"]["curated"] == str(out / "data" / "train")
+
+
+def test_given_records_are_checked_before_anything_runs(tmp_path):
+    from ssb.errors import DataError
+    from ssb.options import ConfigError, resolve
+    from ssb.stages.study import StudyConfig, copy_records
+
+    data = tmp_path / "data"
+    (data / "train").mkdir(parents=True)
+    shutil.copy(RECORDS / "train" / "curated.jsonl", data / "train" / "curated.jsonl")
+    flags = {"out": str(tmp_path / "o"), "domain": "arithmetic", "records": str(data)}
+    with pytest.raises(ConfigError, match=r"--records .*no heldout/curated.jsonl"):
+        resolve(StudyConfig, flags=flags)
+    assert not (tmp_path / "o").exists()
+    (data / "heldout").mkdir()
+    lines = (RECORDS / "heldout" / "curated.jsonl").read_text().splitlines()
+    broken = json.loads(lines[1])
+    broken["solution"] = 7
+    (data / "heldout" / "curated.jsonl").write_text(lines[0] + "\n" + json.dumps(broken) + "\n")
+    resolve(StudyConfig, flags=flags)  # the files exist: the config is valid
+    with pytest.raises(DataError, match=r"heldout/curated.jsonl:2: solution must be a string"):
+        copy_records(data, tmp_path / "t", tmp_path / "h")
+    assert not (tmp_path / "t").exists()  # checked before either file is written

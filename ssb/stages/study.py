@@ -3,7 +3,8 @@
 Does SSB beat the base model, and does its soft teacher signal beat plain fine-tuning on the very
 same verified solutions (rejection-sampling SFT)?  A study answers both with one command:
 
-1. **curate** once (the ``[curate]`` options) into ``DIR/curate``;
+1. **curate** once (the ``[curate]`` options) into ``DIR/curate`` -- or take records curated
+   before (``records = DIR``: its train/ and heldout/ curated.jsonl, e.g. a published study's);
 2. **split** the kept records, seeded by record id, into ``DIR/data/train`` and ``DIR/data/heldout``
    (``heldout`` records are never trained on: every arm's held-out KL and CE are measured on them
    every ``eval_steps`` optimizer steps, so the training curves are not one noisy batch);
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ssb.errors import SsbError
+from ssb.errors import DataError, SsbError
 from ssb.events import EventCallback, Reporter
 from ssb.journal import atomic_write_json, atomic_write_text, read_jsonl
 from ssb.option_groups import PipelineOptions
@@ -65,6 +66,11 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
 
     # The fields it shares with `ssb run` are declared once, in PipelineOptions.
     heldout: int = option(16, ge=0, help="Kept records held out of training (held-out curves).")
+    records: Path | None = option(None, metavar="DIR", help="Train on records curated before "
+                                  "instead of curating: DIR holds train/curated.jsonl and "
+                                  "heldout/curated.jsonl (a study's data/ folder, e.g. a "
+                                  "published one); no curate stage runs and --heldout is not "
+                                  "used.")
     eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
     arms: list[dict[str, Any]] = option(
         default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
@@ -86,7 +92,13 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
         if len(set(names)) != len(names) or BASE in names:
             raise ConfigError(f"arm names must be unique and not {BASE!r}: {names}")
         out = Path(self.out)
-        self.curate_config(self.model, out / "curate")
+        if self.records is not None:
+            for part in ("train", "heldout"):
+                if not (Path(self.records) / part / "curated.jsonl").is_file():
+                    raise ConfigError(f"--records {self.records}: no {part}/curated.jsonl "
+                                      "(give a study's data/ folder)")
+        else:
+            self.curate_config(self.model, out / "curate")
         for arm in self.arms:
             if is_prompt_arm(arm):
                 for key in [k for k in arm if "-" in k]:  # TOML spelling: select-on
@@ -157,6 +169,32 @@ def split_records(curated: Path, heldout: int, seed: int, train_dir: Path,
     return len(train), len(held)
 
 
+def copy_records(records: Path, train_dir: Path, heldout_dir: Path) -> tuple[int, int]:
+    """``--records DIR``: DIR/train and DIR/heldout's curated.jsonl, byte for byte, as this
+    study's data/ (every arm trains on data/train); each line is checked to be a record."""
+    from ssb.records import CuratedRecord
+
+    texts, counts = [], []
+    for part in ("train", "heldout"):  # both checked before either is written
+        source = records / part / "curated.jsonl"
+        rows = list(read_jsonl(source))
+        for i, row in enumerate(rows, 1):
+            try:
+                CuratedRecord.from_dict(row)
+            except DataError as exc:
+                raise exc.at(str(source), i) from None
+            except (KeyError, TypeError, ValueError) as exc:
+                raise DataError(f"not a curated record ({exc})", path=str(source),
+                                line=i) from None
+        if part == "train" and not rows:
+            raise SsbError(f"{source}: no records to train on")
+        texts.append(source.read_text(encoding="utf-8"))
+        counts.append(len(rows))
+    for target, text in zip((train_dir, heldout_dir), texts):
+        atomic_write_text(target / "curated.jsonl", text)
+    return counts[0], counts[1]
+
+
 # -- the study -----------------------------------------------------------------------------------
 
 @dataclass
@@ -193,13 +231,18 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
     with StageOutput(out, "study", config.identity(), config.manifest(), force=True,
                      seed=config.seed) as stage:
         stage.start_work()
-        curate_dir = out / "curate"
-        run_stage("curate", config.curate_config(config.model, curate_dir), curate_dir, report,
-                  rerun=config.restart)
         train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
-        n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
-                                        config.seed, train_dir, held_dir)
-        report.log(f"[study] {n_train} training record(s), {n_held} held out")
+        if config.records is not None:
+            n_train, n_held = copy_records(Path(config.records), train_dir, held_dir)
+            report.log(f"[study] {n_train} training record(s), {n_held} held out, from "
+                       f"{config.records} (not curated here)")
+        else:
+            curate_dir = out / "curate"
+            run_stage("curate", config.curate_config(config.model, curate_dir), curate_dir,
+                      report, rerun=config.restart)
+            n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
+                                            config.seed, train_dir, held_dir)
+            report.log(f"[study] {n_train} training record(s), {n_held} held out")
 
         def interim() -> None:
             data, path = write_study(out, config, n_train, n_held)
@@ -289,13 +332,17 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
 
     arms = [a["name"] for a in config.arms]
     trained = [a["name"] for a in config.arms if not is_prompt_arm(a)]
-    curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
-    data: dict[str, Any] = {
-        "commit": _git_commit(), "config": config.manifest(),
-        "curate": {k: curate_stats.get(k) for k in (
+    if config.records is not None:
+        curate: dict[str, Any] = {"records": str(config.records)}
+    else:
+        curate_stats = json.loads((out / "curate" / "stats.json").read_text(encoding="utf-8"))
+        curate = {k: curate_stats.get(k) for k in (
             "problems_seen", "kept", "skipped", "keep_rate", "rollout_accuracy",
             "teacher_attempts", "teacher_accuracy", "mean_rollout_tokens",
-            "mean_teacher_tokens", "template")},
+            "mean_teacher_tokens", "template")}
+    data: dict[str, Any] = {
+        "commit": _git_commit(), "config": config.manifest(),
+        "curate": curate,
         "records": {"train": n_train, "heldout": n_held},
         "wall_seconds": {"curate": _seconds(out / "curate"),
                          **{f"distill:{a}": _seconds(out / "arms" / a) for a in trained}},
@@ -378,12 +425,15 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
         lines += [f"**In progress**: {len(data['pending'])} evaluation(s) still to run "
                   f"({', '.join(data['pending'])}); this report covers those that have "
                   "finished.", ""]
-    lines += ["## Curation", "",
-              f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
-              f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
-              f"hinted teacher verified {_pct(c['teacher_accuracy'])} of "
-              f"{c['teacher_attempts']} attempts; template `{c.get('template')}`",
-              f"- records: {data['records']['train']} train, {data['records']['heldout']} "
+    lines += ["## Curation", ""]
+    if "records" in c:
+        lines.append(f"- not curated by this study: the records in `{c['records']}`")
+    else:
+        lines.append(f"- problems {c['problems_seen']}, kept {c['kept']} (keep rate "
+                     f"{_pct(c['keep_rate'])}); rollout accuracy {_pct(c['rollout_accuracy'])}; "
+                     f"hinted teacher verified {_pct(c['teacher_accuracy'])} of "
+                     f"{c['teacher_attempts']} attempts; template `{c.get('template')}`")
+    lines += [f"- records: {data['records']['train']} train, {data['records']['heldout']} "
               "held out (never trained on)", ""]
     charts: list[dict[str, Any]] = []
     for name, prompt in data.get("prompts", {}).items():
@@ -439,5 +489,5 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     return out / "report.md"
 
 
-__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "build_study", "write_study",
+__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "copy_records", "build_study", "write_study",
            "choose_prompt", "is_prompt_arm", "DEFAULT_ARMS"]
