@@ -334,7 +334,8 @@ epochs = 1
 batch-size = 8
 lora-r = 4
 lora-alpha = 8
-max-length = 384
+max-length = 4096
+max-steps = 3
 
 [evaluate]
 max-tokens = 8

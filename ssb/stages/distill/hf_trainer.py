@@ -136,7 +136,7 @@ def trainer_class():
     return DistillTrainer
 
 
-def callbacks(metrics_path: Path, report: Reporter, heldout: "HeldOut | None"):
+def stage_callbacks(metrics_path: Path, report: Reporter, heldout: "HeldOut | None"):
     from transformers import TrainerCallback
 
     class MetricsJsonl(TrainerCallback):

@@ -25,7 +25,7 @@ from ssb.events import EventCallback, Reporter
 from ssb.option_groups import ACCEPT_CHANGED_CONFIG, FORCE, MODEL, OUT, RESTART, SEED
 from ssb.options import ConfigError, StageConfig, option
 from ssb.stages.distill.hf_trainer import (HeldOut, checkpointing_args, device_args,
-                                         trainer_class)
+                                         stage_callbacks, trainer_class)
 
 log = logging.getLogger("ssb.distill")
 
@@ -370,7 +370,7 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     trainer = trainer_class()(
         model=model, args=args, train_dataset=AlignedDataset(examples),
         data_collator=DistillCollator(pad_id, teacher=cfg.teacher, store=store),
-        callbacks=[*callbacks(metrics_path, report_events, heldout), *tracker_callbacks,
+        callbacks=[*stage_callbacks(metrics_path, report_events, heldout), *tracker_callbacks,
                    *callbacks],
         loss_terms=terms, temperature=cfg.temperature, teacher=cfg.teacher,
         logit_chunk=cfg.logit_chunk,
