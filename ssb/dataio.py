@@ -114,14 +114,52 @@ def _validate_jsonl(path: Path) -> None:
         pass
 
 
+_OFFLINE_ENVS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+def _hub_unreachable_reason() -> str | None:
+    """Why the hub is not to be asked (offline mode set now, or no TCP connection within
+    ``ssb.models.HUB_TIMEOUT``), else ``None``."""
+    from huggingface_hub import constants
+
+    from ssb.models import _hub_unreachable
+
+    if constants.HF_HUB_OFFLINE or any(
+            os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+            for v in _OFFLINE_ENVS):
+        return "offline mode is set"
+    return _hub_unreachable(constants.ENDPOINT)
+
+
+def _load_offline(datasets: Any, *args: Any, **kwargs: Any) -> Any:
+    """``load_dataset`` from the local datasets cache only (the libraries read their offline
+    switches at import, so they are flipped here for the call): a cached copy loads, anything
+    else fails at once instead of retrying an unreachable hub for a minute."""
+    from huggingface_hub import constants
+
+    saved = (datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE)
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        return datasets.load_dataset(*args, **kwargs)
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = saved
+
+
 def read_hub_rows(hub_id: str, split: str, config: str | None = None) -> Iterator[Row]:
     datasets = _quiet_datasets()
+    unreachable = _hub_unreachable_reason()
     try:
-        ds = datasets.load_dataset(hub_id, config, split=split)
+        if unreachable:
+            ds = _load_offline(datasets, hub_id, config, split=split)
+        else:
+            ds = datasets.load_dataset(hub_id, config, split=split)
     except Exception as exc:  # noqa: BLE001
+        where = (f"the hub cannot be reached ({unreachable}) and the local datasets cache "
+                 "has no copy" if unreachable else
+                 f"from the Hugging Face hub: {type(exc).__name__}: {str(exc)[:300]}")
         raise SsbError(
             f"could not load {hub_id!r}{f' (config {config!r})' if config else ''} split "
-            f"{split!r} from the Hugging Face hub: {type(exc).__name__}: {str(exc)[:300]}\n"
+            f"{split!r}: {where}\n"
             "Offline? Pass a local copy with --source PATH (.jsonl, .json or .parquet)."
         ) from None
     for index, data in enumerate(ds):

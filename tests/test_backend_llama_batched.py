@@ -75,6 +75,7 @@ def test_batched_equals_one_at_a_time(backends):
     assert "56" in one["greedy"][0][0][0]
 
 
+@pytest.mark.slow  # ~23 s here: out of the quick loop (`-m "not slow"`, under 5 min)
 def test_rollouts_do_not_depend_on_the_batch_around_them(backends):
     """More rollouts than slots (the queue refills slots as rollouts end, so each step mixes
     different sequences), in different groupings and orders: every conversation's samples are
@@ -144,6 +145,7 @@ def test_context_window_is_per_sequence(small_gguf):
     assert rows[4] == rows[1]
 
 
+@pytest.mark.slow  # ~33 s here (four model loads): out of the quick loop
 def test_gguf_lora_adapter_is_applied_in_batched_decoding(small_gguf, tmp_path):
     """The batched context carries the same GGUF LoRA at the same scale: greedy text with the
     adapter differs from the base model's, equals the one-at-a-time loop's with the adapter,

@@ -98,6 +98,23 @@ def test_hub_failure_is_clear(monkeypatch):
         get_registry().dataset("math500").load(None, "test")
 
 
+def test_unreachable_hub_is_asked_once_then_the_local_cache_only(monkeypatch):
+    """Not in offline mode, but the hub cannot be reached (here: a closed loopback port): one
+    short connection attempt, then the local datasets cache only, and one line naming the
+    cause and --source (datasets' own retries took ~20 s per load here)."""
+    import datasets
+    from huggingface_hub import constants
+
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(SsbError, match=r"hub cannot be reached \(.*\).*\n.*--source"):
+        get_registry().dataset("math500").load(None, "test")
+    assert constants.HF_HUB_OFFLINE is False and datasets.config.HF_HUB_OFFLINE is False
+
+
 def test_template_registered():
     t = get_registry().template("math", "math-tutor@1")
     assert t.domain == "math"
