@@ -82,6 +82,11 @@ def _requests_served(url: str) -> float:
                if line.startswith("vllm:request_success_total"))
 
 
+def _complete_characters(c) -> str:
+    """A length-cut text without the U+FFFD its last, incomplete character decodes to."""
+    return c.text.rstrip("\ufffd") if c.finish_reason == "length" else c.text
+
+
 def _texts(result):
     return [[c.text for c in per] for per in result]
 
@@ -95,8 +100,14 @@ def test_one_server_greedy_matches_transformers_and_seeded_samples_repeat(server
                                                       device="cpu")
     want = t.generate(CONVS, greedy)
     t.close()
-    assert [[c.to_dict() for c in per] for per in got] == \
-        [[c.to_dict() for c in per] for per in want]
+    # The same tokens; the texts differ only where the 12-token budget ends inside a multi-byte
+    # character (the random tiny model emits byte tokens): vLLM's detokenizer holds the
+    # incomplete bytes back, transformers' decode shows them as U+FFFD (measured on the tiny
+    # model: 'sponse...ogether' vs 'sponse...ogether\ufffd\ufffd').
+    assert [[(c.num_tokens, c.finish_reason) for c in per] for per in got] == \
+        [[(c.num_tokens, c.finish_reason) for c in per] for per in want]
+    assert [[c.text for c in per] for per in got] == \
+        [[_complete_characters(c) for c in per] for per in want]
 
     sampled = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, seed=5)
     first = b.generate(CONVS[:3], sampled)
@@ -120,7 +131,9 @@ def test_a_pool_of_two_servers_shares_the_work_and_gives_the_same_results(server
     after = [_requests_served(u) for u in servers]
     assert _texts(shared) == _texts(alone)
     assert all(a > b for a, b in zip(after, before)), (before, after)
-    assert sum(after) - sum(before) == len(CONVS)
+    # One HTTP request per conversation (n=2 in each); vLLM's V1 engine counts each of a
+    # request's n samples as a finished request (measured: 12 for these 6 requests).
+    assert sum(after) - sum(before) == len(CONVS) * sampled.n
 
     code, stdout, err = ssb_cli("generate", "--backend", "openai", "--model", "tiny",
                                 "-B", f"base_url={','.join(servers)}", "--prompt",

@@ -106,6 +106,26 @@ def _output_to(fd: int) -> Iterator[None]:
             os.close(f)
 
 
+# The log files handed to vLLM's logger so far: a later engine in the same process re-points the
+# handler from the earlier one's file to its own.
+_LOG_STREAMS: list[Any] = []
+
+
+def _terminal_handler(handler: logging.Handler) -> bool:
+    """A handler writing to this process's stdout/stderr (vLLM's own, bound at its import) or to
+    a log file an earlier engine gave it; never another one (a user's handler, pytest's log
+    capture, a file handler)."""
+    if not isinstance(handler, logging.StreamHandler) or isinstance(handler, logging.FileHandler):
+        return False
+    stream = handler.stream
+    if any(stream is s for s in _LOG_STREAMS):
+        return True
+    try:
+        return stream.fileno() in (1, 2)
+    except (AttributeError, OSError, ValueError):  # StringIO, a closed file
+        return False
+
+
 @contextlib.contextmanager
 def _env(name: str, value: str | None) -> Iterator[None]:
     before = os.environ.get(name)
@@ -186,9 +206,9 @@ class VLLMBackend:
                                f"({type(exc).__name__}: {exc}){where}") from None
             # vLLM's in-process logger, from now on (its handler holds the sys.stdout of import).
             for handler in logging.getLogger("vllm").handlers:
-                if isinstance(handler, logging.StreamHandler) and \
-                        not isinstance(handler, logging.FileHandler):
+                if _terminal_handler(handler):
                     handler.setStream(log_stream)
+            _LOG_STREAMS.append(log_stream)
         self.tokenizer = self.llm.get_tokenizer()
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise SsbError(f"{model}: the tokenizer has no chat template; ssb needs an "
