@@ -46,12 +46,12 @@ def register(app: typer.Typer) -> None:
 
 
 def _problems(config: ProblemsConfig, as_json: bool) -> None:
-    dataset, source, split, limit = config.dataset, config.source, config.split, config.limit
-    skip_bad = config.skip_bad
     import sys
 
     from ssb.plugins import get_registry
 
+    dataset, source, split, limit = config.dataset, config.source, config.split, config.limit
+    skip_bad = config.skip_bad
     loader = get_registry().dataset(dataset)
     split = split or loader.splits[0]
     result = loader.load(source, split, skip_bad=skip_bad, filters=dict(config.filters))
