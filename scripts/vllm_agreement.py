@@ -18,6 +18,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests" / "vllm_engine"))
+sys.path.insert(0, str(REPO))
 
 
 def main() -> int:
@@ -30,6 +31,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from test_vllm_agreement import PROMPTS
+
+    from benchmarks.harness import _cpu_model
 
     from ssb.models import hf_dir, resolve
     from ssb.plugins import get_registry
@@ -74,7 +77,7 @@ def main() -> int:
                "identical": n_same, "prompts": len(rows),
                "vllm_seconds": {"load": round(t1 - t0, 1), "generate": round(t2 - t1, 1)},
                "transformers_seconds": {"generate": round(t4 - t3, 1)},
-               "cpu": _cpu(), "load_average": os.getloadavg()}
+               "cpu": _cpu_model(), "load_average": os.getloadavg()}
     print(json.dumps(summary))
     for r in rows:
         if not r["same"]:
@@ -84,16 +87,6 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
     return 0
-
-
-def _cpu() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 if __name__ == "__main__":
