@@ -180,6 +180,15 @@ def coinflip_path(tmp_path_factory) -> Path:
     return install_plugin_module(root, "ssb-coinflip", "coinflip", "ssb_coinflip", source)
 
 
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def plugin_env(plugin_site: Path) -> dict:
     """An environment in which a child Python imports and allows the plugins under
     ``plugin_site``."""

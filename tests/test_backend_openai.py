@@ -5,7 +5,6 @@ what it sees."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -13,6 +12,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import free_port
 
 from ssb.errors import SsbError
 from ssb.plugins import get_registry
@@ -29,12 +29,6 @@ CONVS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def llama_server(small_gguf, tmp_path_factory):
     """`python -m llama_cpp.server` on loopback, protected by an API key."""
@@ -42,7 +36,7 @@ def llama_server(small_gguf, tmp_path_factory):
     pytest.importorskip("uvicorn")
     pytest.importorskip("fastapi")
     httpx = pytest.importorskip("httpx")
-    port = _free_port()
+    port = free_port()
     # The server logs ~170 kB while loading: a file, not a pipe nobody drains.
     log_path = tmp_path_factory.mktemp("llama-server") / "server.log"
     log = open(log_path, "w")
@@ -230,7 +224,7 @@ def test_gives_up_with_a_clear_error(llama_server, keyed):
         assert proxy.posts == 3
     finally:
         proxy.close()
-    closed = f"http://127.0.0.1:{_free_port()}/v1"
+    closed = f"http://127.0.0.1:{free_port()}/v1"
     t0 = time.time()
     with pytest.raises(SsbError, match=r"failed after 3 attempt\(s\): ConnectError"):
         _backend(closed, max_retries=2, backoff=0.01)

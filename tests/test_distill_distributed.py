@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
+from conftest import free_port
 from test_alignment import make_record, write_curated
 
 pytestmark = pytest.mark.slow
@@ -38,12 +37,6 @@ SOLUTIONS = [
     " ".join(f"Step {k}: 12 + {k} = {12 + k}." for k in range(12)) + " The answer is \\boxed{23}.",
     "So 3 * 4 = 12 and 12 / 2 = 6. The answer is \\boxed{6}.",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _distill_args(curated: Path, model: Path, out: Path, **flags) -> list[str]:
@@ -62,7 +55,7 @@ def _env(tmp: Path) -> dict[str, str]:
 def _two_process_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu",
             "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-            "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+            "--dynamo_backend", "no", "--main_process_port", str(free_port()),
             "-m", "ssb", *args]
 
 

