@@ -6,7 +6,10 @@
    tensor, padded to full length, plus full-sequence student logits) vs ours (hidden states at
    solution positions, chunked LM head), on a random-init tiny-hidden model with the real vocab
    size.  Each variant runs in a fresh subprocess; the peak is sampled from /proc RSS.
-3. Step time: online-teacher distillation step vs a plain LoRA SFT step (cross-entropy only).
+3. Step time: online-teacher distillation step vs a plain LoRA SFT step (cross-entropy only);
+   and a step whose teacher rows come from the TeacherCache (epochs 2+) vs one that recomputes
+   them, on the fidelity model below (records: ``SSB_BENCH_CURATED``, a curated.jsonl, or GSM8K
+   train with its reference solutions as hints).
 4. Fidelity: KD loss from the top-k store vs the exact loss, at T=1 and T=2 (the base model on
    the student view vs on the hinted view: the loss SSB starts from).  ``--quick`` uses the
    tiny random model (near-uniform: the numbers mean little); the full run uses the real small
@@ -265,6 +268,61 @@ def bench_step_time(model_dir: Path, batch: int, max_length: int, repeats: int =
     return {name: statistics.median(v) for name, v in times.items()}
 
 
+
+def bench_teacher_cache(model: str, records, batch: int, max_length: int,
+                        repeats: int = 2) -> dict:
+    """One training step (collate, teacher, student, loss, backward, AdamW) with the online
+    teacher recomputed (epoch 1, or ``--teacher-cache-gib 0``) vs read from the TeacherCache
+    (epochs 2 and later).  The study's LoRA (r=32, every projection), fp32."""
+    import statistics
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_causal_lm, load_tokenizer, resolve
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
+    from ssb.stages.distill.teacher import TeacherCache
+
+    ref = resolve(model)
+    tok = load_tokenizer(ref)
+    examples, _ = align_records(tok, records[:batch], max_length=max_length)
+    torch.manual_seed(0)
+    lm = get_peft_model(load_causal_lm(ref, dtype="float32"), LoraConfig(
+        r=32, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).train()
+    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+    terms = resolve_loss_terms("kl=1,ce=0")
+    cache = TeacherCache(1 << 34)
+    setups = {"recomputed": None, "cached": cache}
+    times: dict[str, list[float]] = {name: [] for name in setups}
+    for r in range(repeats + 1):  # the first round warms up (and fills the cache)
+        for name, c in setups.items():
+            t0 = time.perf_counter()
+            b = DistillCollator(tok.pad_token_id, teacher="online")(examples)
+            distill_step(lm, b, terms, temperature=2.0, teacher="online",
+                         teacher_cache=c).loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if r:
+                times[name].append(time.perf_counter() - t0)
+    assert cache.hits >= repeats, cache.summary()
+    return {"recomputed": statistics.median(times["recomputed"]),
+            "cached": statistics.median(times["cached"]),
+            "teacher_tokens": sum(len(e.teacher_ids) for e in examples),
+            "student_tokens": sum(len(e.student_ids) for e in examples),
+            "solution_tokens": sum(e.num_solution_tokens for e in examples)}
+
+
+def curated_records(path: str):
+    """Records of a real curated.jsonl (``SSB_BENCH_CURATED``): the teacher views SSB trains on."""
+    from ssb.records import CuratedRecord
+
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [CuratedRecord.from_dict(json.loads(line)) for line in lines if line.strip()]
+
+
 # -- 4. fidelity -------------------------------------------------------------------------------
 
 def bench_fidelity(model: str, n: int, max_length: int, ks=(16, 64, 256)) -> list[dict]:
@@ -324,7 +382,8 @@ def bench_fidelity(model: str, n: int, max_length: int, ks=(16, 64, 256)) -> lis
 
 NAME = "distill"
 DESCRIPTION = ("distillation: store bytes/token vs dense, step peak memory vs the reference "
-               "collator, KD step time vs SFT, store KD loss vs exact")
+               "collator, KD step time vs SFT, cached vs recomputed teacher, store KD loss vs "
+               "exact")
 
 
 def run(quick: bool) -> list[dict]:
@@ -373,6 +432,22 @@ def run(quick: bool) -> list[dict]:
             fid_model = str(build_tiny_model(tmp / "tiny"))
         else:
             fid_model = fidelity_model
+
+        curated = os.environ.get("SSB_BENCH_CURATED")
+        records = curated_records(curated) if curated else gsm8k_records(4)
+        cache = bench_teacher_cache(fid_model, records, 4, 1536)
+        gsm8k_hints = "GSM8K train (reference solutions as hints)"
+        rows.append({
+            "metric": "online-teacher KD step, teacher rows cached (epochs 2+)",
+            "ours": cache["cached"], "baseline": cache["recomputed"],
+            "ratio": cache["cached"] / cache["recomputed"], "unit": "s",
+            "higher_is_better": False,
+            "note": (f"baseline: the same step recomputing the teacher (epoch 1); model "
+                     f"{fidelity_model}, batch 4 of {curated or gsm8k_hints}: "
+                     f"{cache['teacher_tokens']} teacher / "
+                     f"{cache['student_tokens']} student / {cache['solution_tokens']} solution "
+                     "tokens; LoRA r=32 on every projection, fp32; median of 2"),
+        })
         for r in bench_fidelity(fid_model, fidelity_records, 320):
             rows.append({
                 "metric": f"KD loss from the top-{r['k']} store, T={r['T']:g}",

@@ -327,7 +327,6 @@ def quiet_library_notices() -> None:
 
 def load_causal_lm(model: str | ModelRef, *, dtype: str = "auto", device: str | None = None):
     """Load a causal LM; ``dtype='auto'`` is bf16 on CUDA with bf16 support, else float32."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     quiet_library_notices()

@@ -9,7 +9,6 @@ test_distill_distributed.py).  fp32 on CPU, LoRA dropout 0, no clipping.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch

@@ -100,7 +100,7 @@ def test_root_gets_every_namespace_and_an_unprivileged_uid():
     assert info["uid"] in SANDBOX_UIDS
     result = run_tests("import os\ndef ids(): return os.getuid(), os.getgid(), os.getgroups()",
                        "u, g, groups = ids()\n"
-                       f"assert u == g == RUN_UID and groups == [], ids()\n".replace(
+                       "assert u == g == RUN_UID and groups == [], ids()\n".replace(
                            "RUN_UID", "__import__('os').getuid()"), FAST)
     assert result.passed, result.detail
     assert result.uid in SANDBOX_UIDS and result.uid != 0
@@ -146,8 +146,8 @@ def written():
     # Passes only if some write outside the sandbox's own directory reached the host; inside
     # the sandbox, /tmp, /var/tmp and /dev/shm are private tmpfs, so those writes succeed
     # there and are checked on the host instead.
-    tests = (f"reached = [p for p in written() if not p.startswith(('/tmp/', '/var/tmp/', "
-             f"'/dev/shm/'))]\nassert reached, 'nothing written outside'\n")
+    tests = ("reached = [p for p in written() if not p.startswith(('/tmp/', '/var/tmp/', "
+             "'/dev/shm/'))]\nassert reached, 'nothing written outside'\n")
     judge(solution, tests)
     for target in targets:
         assert not (Path.cwd() / target).exists(), target

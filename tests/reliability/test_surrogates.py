@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 
-import pytest
 
 from ssb.journal import Journal, atomic_write_json, atomic_write_text, json_line, read_jsonl
 

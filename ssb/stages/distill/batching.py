@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ssb.stages.distill.alignment import AlignedExample
+from ssb.stages.distill.teacher import TeacherKeys
 
 PaddingSide = Literal["right", "left"]
 
@@ -57,8 +58,10 @@ def pad_view(sequences: Sequence[Sequence[int]], prompt_lens: Sequence[int], pad
 class DistillCollator:
     """Builds a training batch from aligned examples.
 
-    Keys: ``student_*`` (always), ``teacher_*`` (online teacher), ``topk_*`` (offline teacher:
-    rows read from the memory-mapped store), ``target_ids`` and ``num_solution_tokens``.
+    Keys: ``student_*`` (always), ``teacher_*`` (online teacher, with ``teacher_keys``: what
+    :class:`~ssb.stages.distill.teacher.TeacherCache` knows each example by), ``topk_*``
+    (offline teacher: rows read from the memory-mapped store), ``target_ids`` and
+    ``num_solution_tokens``.
     """
 
     def __init__(self, pad_id: int, *, teacher: str = "online", store: Any = None,
@@ -85,6 +88,9 @@ class DistillCollator:
                                [e.teacher_prompt_len for e in examples], self.pad_id,
                                self.padding_side)
             batch.update({f"teacher_{k}": v for k, v in teacher.items()})
+            batch["teacher_keys"] = TeacherKeys(
+                tuple((e.teacher_ids, e.teacher_prompt_len) for e in examples),
+                tuple(len(e.solution_ids) for e in examples))
         elif self.teacher == "offline":
             rows = [self.store.rows(e.id, e.solution_ids) for e in examples]
             batch["topk_indices"] = torch.cat([r.indices for r in rows]).long()

@@ -67,8 +67,9 @@ def trainer_class():
         loss_is_scaled_for_ga = True
 
         def __init__(self, *args, loss_terms, temperature: float, teacher: str,
-                     logit_chunk: int, **kwargs):
+                     logit_chunk: int, teacher_cache=None, **kwargs):
             super().__init__(*args, **kwargs)
+            self.teacher_cache = teacher_cache
             self.loss_terms = loss_terms
             self.temperature = temperature
             self.teacher = teacher
@@ -95,7 +96,8 @@ def trainer_class():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             result = distill_step(model, inputs, self.loss_terms, temperature=self.temperature,
-                                  teacher=self.teacher, logit_chunk=self.logit_chunk)
+                                  teacher=self.teacher, logit_chunk=self.logit_chunk,
+                                  teacher_cache=self.teacher_cache)
             n = result.num_solution_tokens
             loss = result.loss
             if num_items_in_batch is not None:
@@ -206,6 +208,7 @@ class HeldOut:
     every: int
     path: Path
     measured: set = field(default_factory=set)
+    teacher_cache: Any = None  # a TeacherCache: the held-out teacher rows, computed once
 
     def loss(self, model) -> dict[str, float]:
         """Token-weighted mean of each term (kl, ce) over every held-out solution token."""
@@ -224,7 +227,8 @@ class HeldOut:
                     batch = self.collator(self.examples[start:start + self.batch_size])
                     batch = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
                     result = distill_step(model, batch, self.terms, temperature=self.temperature,
-                                          teacher=self.teacher, logit_chunk=self.logit_chunk)
+                                          teacher=self.teacher, logit_chunk=self.logit_chunk,
+                                          teacher_cache=self.teacher_cache)
                     n = result.num_solution_tokens
                     for name, value in result.parts.items():
                         totals[name] += value * n

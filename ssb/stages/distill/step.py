@@ -50,11 +50,12 @@ class StepResult:
 
 
 def distill_step(model, batch: dict[str, torch.Tensor], terms: list[LossTerm], *,
-                 temperature: float, teacher: str, logit_chunk: int = 256) -> StepResult:
+                 temperature: float, teacher: str, logit_chunk: int = 256,
+                 teacher_cache: Any = None) -> StepResult:
     """The loss of one batch (see the module docstring for the order of events)."""
     from ssb.stages.distill.forward import causal_lm_of, chunked_token_mean, model_hidden_at
     from ssb.losses import LossInputs, TopKTeacher
-    from ssb.stages.distill.teacher import online_teacher_hidden
+    from ssb.stages.distill.teacher import cached_teacher_hidden
 
     # 1. batch: flat indices of the positions predicting solution tokens, and those tokens.
     targets = batch["target_ids"]
@@ -62,8 +63,10 @@ def distill_step(model, batch: dict[str, torch.Tensor], terms: list[LossTerm], *
     if n == 0:
         raise SsbError("a batch without solution tokens (all examples empty?)")
 
-    # 2. teacher signal: hidden states [N, H] of the frozen base model (online), or top-k rows.
-    teacher_hidden = online_teacher_hidden(model, batch) if teacher == "online" else None
+    # 2. teacher signal: hidden states [N, H] of the frozen base model (online; computed once
+    #    per example when a TeacherCache is given), or top-k rows (offline).
+    teacher_hidden = cached_teacher_hidden(model, batch, teacher_cache) \
+        if teacher == "online" else None
     topk = (batch["topk_indices"], batch["topk_log_probs"], batch["topk_tail_log_mass"]) \
         if teacher == "offline" else (None, None, None)
 

@@ -2,7 +2,9 @@
 
 * **online**: the training model itself with its LoRA adapter disabled, a no-grad forward of the
   body on the teacher view; only the ``[N, H]`` hidden states at solution positions are kept and
-  the LM head is applied chunk by chunk inside the loss (exact, no storage).
+  the LM head is applied chunk by chunk inside the loss (exact, no storage).  The teacher never
+  changes, so :class:`TeacherCache` keeps those rows per example (CPU memory, ``H`` floats per
+  solution token): later epochs and held-out measurements skip its forward.
 * **offline**: a top-k store written by ``ssb teacher-logits``.  Per solution token: the top-k
   token ids (int32), their log-probs at the store temperature (float16), the log of the exact
   tail mass outside the top k (float32) and the solution token id itself (int32, checked at
@@ -60,6 +62,78 @@ def online_teacher_hidden(model, batch: dict[str, torch.Tensor]) -> torch.Tensor
     finally:
         peft_model.train(was_training)
     return hidden.detach()
+
+
+
+@dataclass(frozen=True)
+class TeacherKeys:
+    """What identifies each example's teacher rows in a batch: its exact teacher view (token
+    ids and prompt length) and its number of solution tokens.  An opaque object, so the Trainer
+    and accelerate hand it through to the loss untouched (they rebuild lists and tuples)."""
+
+    keys: tuple[tuple[tuple[int, ...], int], ...]
+    lengths: tuple[int, ...]
+
+
+class TeacherCache:
+    """The frozen online teacher's ``[n, H]`` hidden states per example, kept (on the CPU) after
+    their first computation, so a second epoch or a held-out measurement skips the teacher
+    forward.  Exact: the teacher is the base model with the adapter off, which training never
+    changes; the rows equal a recomputation up to float rounding (a different batch's padding
+    width).  Bounded: once ``max_bytes`` are held, further examples are computed every time.
+
+    With an online teacher the teacher forward is about half of a step on the long hinted view,
+    so epochs 2..E cost about half as much (``hits``/``misses`` count batches)."""
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = max_bytes
+        self.rows: dict[tuple[tuple[int, ...], int], torch.Tensor] = {}
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.full = False
+
+    def lookup(self, keys: TeacherKeys, device) -> torch.Tensor | None:
+        """The batch's ``[N, H]`` rows in batch order, or None when any example is missing."""
+        rows = [self.rows.get(k) for k in keys.keys]
+        if any(r is None for r in rows):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return torch.cat(rows).to(device)  # type: ignore[arg-type]
+
+    def store(self, keys: TeacherKeys, hidden: torch.Tensor) -> None:
+        if sum(keys.lengths) != hidden.shape[0]:
+            raise ValueError(f"teacher cache: {hidden.shape[0]} rows for solution lengths "
+                             f"{list(keys.lengths)}")
+        for key, part in zip(keys.keys, torch.split(hidden, list(keys.lengths))):
+            if key in self.rows:
+                continue
+            size = part.numel() * part.element_size()
+            if self.bytes + size > self.max_bytes:
+                self.full = True
+                continue
+            self.rows[key] = part.detach().to("cpu").clone()
+            self.bytes += size
+
+    def summary(self) -> dict[str, Any]:
+        return {"examples": len(self.rows), "bytes": self.bytes, "hits": self.hits,
+                "misses": self.misses, "full": self.full}
+
+
+def cached_teacher_hidden(model, batch: dict[str, Any],
+                          cache: TeacherCache | None) -> torch.Tensor:
+    """:func:`online_teacher_hidden`, read from ``cache`` when it holds every example of the
+    batch (and stored in it otherwise)."""
+    keys = batch.get("teacher_keys")
+    if cache is None or not isinstance(keys, TeacherKeys):
+        return online_teacher_hidden(model, batch)
+    device = batch["teacher_input_ids"].device
+    hidden = cache.lookup(keys, device)
+    if hidden is None:
+        hidden = online_teacher_hidden(model, batch)
+        cache.store(keys, hidden)
+    return hidden
 
 
 # -- top-k rows --------------------------------------------------------------------------------

@@ -90,6 +90,12 @@ class DistillConfig(StageConfig):
                         help="auto (bf16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")
     gradient_checkpointing: bool = option(False, help="Recompute activations in backward "
                                           "(less memory).")
+    teacher_cache_gib: float = option(
+        4.0, ge=0, resume=False,
+        help="Keep the frozen online teacher's hidden states at solution positions (CPU "
+        "memory, up to this many GiB) after their first computation: epochs after the first "
+        "and held-out measurements skip the teacher forward (about half a step). 0: recompute "
+        "every time.")
     logit_chunk: int = option(256, ge=1, resume=False,
                               help="Solution tokens per LM-head/loss chunk (memory knob).")
     save_steps: int = option(50, ge=1, resume=False,
@@ -355,6 +361,12 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else \
         tokenizer.eos_token_id
+    # One cache for the train and held-out teacher rows (an example is known by its exact
+    # teacher view, so the two sets never mix).
+    from ssb.stages.distill.teacher import TeacherCache
+
+    teacher_cache = TeacherCache(int(cfg.teacher_cache_gib * 2**30)) \
+        if cfg.teacher_cache_gib > 0 else None
     heldout = None
     if heldout_examples:
         # Every arm is measured the same way, whatever it trains on: KL(teacher || student) at
@@ -366,14 +378,15 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
                           terms=resolve_loss_terms("kl=1,ce=1"), temperature=cfg.temperature,
                           teacher=held_teacher,
                           logit_chunk=cfg.logit_chunk, batch_size=cfg.batch_size,
-                          every=cfg.eval_steps, path=heldout_path)
+                          every=cfg.eval_steps, path=heldout_path,
+                          teacher_cache=teacher_cache)
     trainer = trainer_class()(
         model=model, args=args, train_dataset=AlignedDataset(examples),
         data_collator=DistillCollator(pad_id, teacher=cfg.teacher, store=store),
         callbacks=[*stage_callbacks(metrics_path, report_events, heldout), *tracker_callbacks,
                    *callbacks],
         loss_terms=terms, temperature=cfg.temperature, teacher=cfg.teacher,
-        logit_chunk=cfg.logit_chunk,
+        logit_chunk=cfg.logit_chunk, teacher_cache=teacher_cache,
     )
 
     trainer.remove_callback(PrinterCallback)  # it prints every log dict; we have metrics.jsonl
@@ -415,6 +428,7 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
             "alignment": report.to_dict(), "vocab_size": int(vocab_size),
             "heldout_first": held[0] if held else None,
             "heldout_last": held[-1] if held else None,
+            "teacher_cache": teacher_cache.summary() if teacher_cache is not None else None,
         }
         from ssb.modelcard import write_model_card
 
