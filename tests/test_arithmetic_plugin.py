@@ -29,6 +29,18 @@ def test_generation_is_deterministic_and_split_specific():
     assert len(loader.load(None, "dev").problems) == 200
 
 
+def test_start_filter_gives_the_later_problems_of_the_same_stream():
+    """``start``: a later bootstrapping round's new problems, the same ids as in the stream."""
+    loader = get_registry().dataset("arithmetic")
+    stream = loader.load(None, "train", filters={"n": 720}).problems
+    later = loader.load(None, "train", filters={"n": 480, "start": 240}).problems
+    assert len(later) == 480 and later[0].id == "arithmetic/train/240"
+    assert [p.to_dict() for p in later] == [p.to_dict() for p in stream[240:]]
+    assert later[-1].to_dict() == stream[719].to_dict()
+    with pytest.raises(Exception, match="start must be >= 0"):
+        loader.load(None, "train", filters={"start": -1})
+
+
 def test_dev_split_shares_no_problem_with_train_or_test():
     """Settings are tuned on dev: a dev question that also sits in test would leak."""
     loader = get_registry().dataset("arithmetic")

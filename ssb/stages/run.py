@@ -94,7 +94,8 @@ class PipelineStages:
         if self.launcher is not None:
             check_launcher(self.launcher)
 
-    def curate_config(self, model: str, out: Path):
+    def curate_config(self, model: str, out: Path, overrides: dict[str, Any] | None = None):
+        """``overrides``: options over the ``[curate]`` table (a study's rounds arm)."""
         from ssb.stages.curate import CurateConfig
 
         self.check_stage_tables()
@@ -102,7 +103,7 @@ class PipelineStages:
                   "dataset": self.dataset, "source": self.source, "split": self.split,
                   "limit": self.limit, "seed": self.seed,
                   "backend_options": dict(self.backend_options), **self.stage_control(),
-                  **self.curate}
+                  **self.curate, **(overrides or {})}
         return stage_config(CurateConfig, values, "curate", self.COMMAND)
 
     def eval_config(self, spec: str, model: str, adapter: Path | None, out: Path,

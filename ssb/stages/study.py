@@ -13,7 +13,9 @@ same verified solutions (rejection-sampling SFT)?  A study answers both with one
    KL at T=2 with the online teacher; ``sft`` = cross-entropy on the same solutions, no teacher).
    A **prompt arm** (``prompts = [...]``) trains nothing: it is the base model with another student
    instruction, chosen among the listed templates by accuracy on a dev slice (``select_on``, an
-   eval spec), never on the eval sets;
+   eval spec), never on the eval sets.  A **rounds arm** (``round_of = ARM``) is the next
+   bootstrapping round of a trained arm: it curates new problems with that arm's student and
+   trains on it merged (:mod:`ssb.stages.study_rounds`);
 4. **evaluate** the base model and every arm on the identical problems with identical decoding.
    The order puts the most important answer first: the base and then each arm in turn (trained,
    then evaluated) on the first eval set; then every later eval set;
@@ -42,6 +44,9 @@ from ssb.option_groups import PipelineOptions
 from ssb.options import ConfigError, StageConfig, option
 from ssb.secrets import redact
 from ssb.stages.run import PipelineStages, parse_eval_spec, run_stage, stage_config
+from ssb.stages.study_rounds import (arm_table, check_round_arm, is_round_arm, round_dir,
+                                     round_summary, run_round_arm)
+from ssb.stages.study_rounds import train_dir as arm_train_dir
 
 DEFAULT_ARMS: list[dict[str, Any]] = [
     {"name": "ssb", "loss": "kl=1,ce=0", "teacher": "online", "temperature": 2.0},
@@ -74,8 +79,10 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
     eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
     arms: list[dict[str, Any]] = option(
         default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
-        help="Arms: each a table with a name and `ssb distill` options, or a prompt arm "
-        "(name, prompts = [templates], select_on = eval spec of a dev slice) (TOML: [[arms]]).")
+        help="Arms: each a table with a name and `ssb distill` options, a prompt arm "
+        "(name, prompts = [templates], select_on = eval spec of a dev slice) or a rounds arm "
+        "(name, round_of = an earlier trained arm, curate = {options for its new problems}) "
+        "(TOML: [[arms]]).")
 
     def check(self) -> None:
         from ssb.plugins import get_registry
@@ -99,12 +106,19 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
                                       "(give a study's data/ folder)")
         else:
             self.curate_config(self.model, out / "curate")
+        earlier: dict[str, dict[str, Any]] = {}
         for arm in self.arms:
+            for key in [k for k in arm if k in ("select-on", "round-of")]:  # TOML spelling
+                arm.setdefault(key.replace("-", "_"), arm.pop(key))
             if is_prompt_arm(arm):
-                for key in [k for k in arm if "-" in k]:  # TOML spelling: select-on
-                    arm.setdefault(key.replace("-", "_"), arm.pop(key))
                 self._check_prompt_arm(arm)
+                earlier[arm["name"]] = arm
                 continue
+            if is_round_arm(arm):
+                check_round_arm(self, arm, earlier)
+                earlier[arm["name"]] = arm
+                continue
+            earlier[arm["name"]] = arm
             self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
                                 out / "arms" / arm["name"])
         for spec in self.eval:
@@ -131,10 +145,13 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
             for spec in ([select_on] if select_on else []) + list(self.eval):
                 self.eval_config(spec, self.model, None, out / "eval", template=template)
 
-    def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path):
+    def distill_config(self, arm: dict[str, Any], train: Path, heldout: Path, out: Path,
+                       model: str | None = None):
+        """``model``: what to train on instead of the base (a rounds arm: the previous round's
+        student, merged)."""
         from ssb.stages.distill.trainer import DistillConfig
 
-        values = {"curated": str(train), "model": self.distill_model or self.model,
+        values = {"curated": str(train), "model": model or self.distill_model or self.model,
                   "out": str(out), "seed": self.seed, **self.stage_control(),
                   "report_to": self.report_to,
                   "eval_steps": self.eval_steps, **self.distill,
@@ -251,9 +268,9 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
                            "pending)", report=str(path))
 
         def evaluate(spec: str, arm_name: str, adapter: Path | None,
-                     template: str | None) -> None:
+                     template: str | None, model: str | None = None) -> None:
             eval_dir = out / "eval" / parse_eval_spec(spec)[0] / arm_name
-            run_stage("eval", config.eval_config(spec, config.model, adapter, eval_dir,
+            run_stage("eval", config.eval_config(spec, model or config.model, adapter, eval_dir,
                                                  template=template),
                       eval_dir, report, rerun=config.restart)
             interim()
@@ -262,21 +279,27 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
         # turn (trained or chosen, then evaluated); every later eval set after that.
         first, *later = config.eval
         evaluate(first, BASE, None, None)
-        plan: list[tuple[str, Path | None, str | None]] = []
+        plan: list[tuple[str, Path | None, str | None, str | None]] = []
         for arm in config.arms:
+            model = None
             if is_prompt_arm(arm):
                 adapter, template = None, choose_prompt(config, arm, report)
+            elif is_round_arm(arm):
+                student = run_round_arm(config, arm, report, run_stage)
+                if student is None:  # the round kept nothing: the arm stops, unevaluated
+                    continue
+                (model, adapter), template = student, None
             else:
                 arm_dir = out / "arms" / arm["name"]
                 run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
                           arm_dir, report, rerun=config.restart, launcher=config.launcher)
                 adapter, template = arm_dir / "adapter", None
-            plan.append((arm["name"], adapter, template))
-            evaluate(first, arm["name"], adapter, template)
+            plan.append((arm["name"], adapter, template, model))
+            evaluate(first, arm["name"], adapter, template, model)
         for spec in later:
             evaluate(spec, BASE, None, None)
-            for name, adapter, template in plan:
-                evaluate(spec, name, adapter, template)
+            for name, adapter, template, model in plan:
+                evaluate(spec, name, adapter, template, model)
         data, path = write_study(out, config, n_train, n_held)
         from ssb.modelcard import add_study_evaluations
 
@@ -330,8 +353,11 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
     """
     from ssb.stages.evaluate import compare_runs
 
-    arms = [a["name"] for a in config.arms]
-    trained = [a["name"] for a in config.arms if not is_prompt_arm(a)]
+    table = arm_table(config.arms)
+    rounds = {a["name"]: round_summary(out, table, a) for a in config.arms if is_round_arm(a)}
+    # A round that kept nothing stopped: it has no student and no evaluation to wait for.
+    arms = [a["name"] for a in config.arms if not rounds.get(a["name"], {}).get("stopped")]
+    trained = [a for a in config.arms if not is_prompt_arm(a)]
     if config.records is not None:
         curate: dict[str, Any] = {"records": str(config.records)}
     else:
@@ -345,8 +371,11 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
         "curate": curate,
         "records": {"train": n_train, "heldout": n_held},
         "wall_seconds": {"curate": _seconds(out / "curate"),
-                         **{f"distill:{a}": _seconds(out / "arms" / a) for a in trained}},
-        "arms": {}, "prompts": {}, "eval": {}, "pending": [],
+                         **{f"curate:{a}": _seconds(round_dir(out, a) / "curate")
+                            for a in rounds},
+                         **{f"distill:{a['name']}": _seconds(arm_train_dir(out, a))
+                            for a in trained}},
+        "arms": {}, "prompts": {}, "rounds": rounds, "eval": {}, "pending": [],
     }
     for arm in config.arms:
         name = arm["name"]
@@ -359,7 +388,7 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
                 data["wall_seconds"][f"select:{name}:{template}"] = _seconds(
                     out / "select" / name / template)
             continue
-        arm_dir = out / "arms" / name
+        arm_dir = arm_train_dir(out, arm)
         if not _done(arm_dir):
             continue
         manifest = json.loads((arm_dir / "manifest.json").read_text(encoding="utf-8"))
@@ -390,6 +419,12 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
                 versus = compare_runs([dirs[baseline]] + [dirs[a] for a in others])
                 entry[f"vs_{baseline}"] = versus["comparisons"]
                 entry[f"vs_{baseline}_arms"] = others
+        # A rounds arm against the round it continues (its primary comparison).
+        for name, r in rounds.items():
+            if name in evaluated and r["round_of"] in evaluated:
+                versus = compare_runs([dirs[r["round_of"]], dirs[name]])
+                entry.setdefault("vs_previous_round", []).append(
+                    {**versus["comparisons"][0], "arm": name, "previous": r["round_of"]})
         for run, label in zip(entry["runs"], [BASE, *evaluated]):
             run["arm"] = label
         data["eval"][dataset] = entry
@@ -443,6 +478,22 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                   + (f", chosen on `{prompt['select_on']}` by dev accuracy: "
                      + ", ".join(f"`{t}` {_pct(v['accuracy'])} of {v['n']}"
                                  for t, v in cands.items()) if cands else ""), ""]
+    for name, r in data.get("rounds", {}).items():
+        rc = r.get("curate") or {}
+        lines += [f"## Rounds arm `{name}` (round {r['round']}, continues `{r['round_of']}`)", ""]
+        if rc:
+            lines.append(f"- curated by the round-{r['round'] - 1} student: problems "
+                         f"{rc['problems_seen']}, kept {rc['kept']} (keep rate "
+                         f"{_pct(rc['keep_rate'])}); rollout accuracy "
+                         f"{_pct(rc['rollout_accuracy'])}; hinted teacher verified "
+                         f"{_pct(rc['teacher_accuracy'])} of {rc['teacher_attempts']} attempts"
+                         + (f"; skipped {rc['skipped']}" if rc.get("skipped") else ""))
+        if r.get("stopped"):
+            lines.append("- **stopped**: this round kept no problem, so it trained nothing")
+        if r.get("records"):
+            lines.append(f"- records: {r['records'].get('train', 0)} train, "
+                         f"{r['records'].get('heldout', 0)} held out")
+        lines.append("")
     lines += ["## Training (held-out records)", "",
               "| arm | loss | teacher | steps | held-out KL start → end | held-out CE start → end |",
               "|---|---|---|---|---|---|"]
@@ -455,8 +506,9 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                      f"| {arm['summary'].get('steps', '-')} | {kl} | {ce} |")
     lines += ["", "![held-out curves](plots/heldout-curves.png)", ""]
     charts.append({"kind": "arm_curves", "path": "plots/heldout-curves.png",
-                   "arms": [{"name": n, "heldout": str(out / "arms" / n / "heldout.jsonl")}
-                            for n in arms]})
+                   "arms": [{"name": n, "heldout": str(
+                       (round_dir(out, n) / "distill" if n in data.get("rounds", {})
+                        else out / "arms" / n) / "heldout.jsonl")} for n in arms]})
     for dataset, entry in data["eval"].items():
         lines += [f"## Eval: {dataset} ({entry['problems']} paired problems)", "",
                   "| arm | accuracy | 95% CI |", "|---|---|---|"]
@@ -469,6 +521,8 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                 lines += _comparison_rows(entry[f"vs_{baseline}"], baseline,
                                           entry[f"vs_{baseline}_arms"])
                 lines.append("")
+        for c in entry.get("vs_previous_round", []):
+            lines += _comparison_rows([c], c["previous"], [c["arm"]]) + [""]
         for note in entry["notes"]:
             lines.append(f"> note: {note}")
         png = f"plots/accuracy-{dataset}.png"
@@ -489,5 +543,5 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
     return out / "report.md"
 
 
-__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "copy_records", "build_study", "write_study",
-           "choose_prompt", "is_prompt_arm", "DEFAULT_ARMS"]
+__all__ = ["StudyConfig", "StudyResult", "study", "split_records", "copy_records", "build_study",
+           "write_study", "choose_prompt", "is_prompt_arm", "is_round_arm", "DEFAULT_ARMS"]

@@ -31,26 +31,30 @@ SPLIT_OFFSETS = {"train": 1, "test": 2, "dev": 3}
 
 def load(source: str | None = None, split: str = "train", skip_bad: bool = False,
          filters: dict[str, Any] | None = None) -> LoadResult:
-    """Generated problems (``filters``: ``n``, ``seed``), or a jsonl/json/parquet file with
-    ``question`` and integer ``answer`` fields when ``source`` is a path."""
+    """Generated problems (``filters``: ``n``, ``seed``, ``start``: problems ``start`` to
+    ``start + n - 1`` of the split's stream, ids unchanged, e.g. a later round's new problems),
+    or a jsonl/json/parquet file with ``question`` and integer ``answer`` fields when ``source``
+    is a path."""
     filters = dict(filters or {})
     if source not in (None, "", "generated"):
         if filters:
-            raise SsbError("filters n/seed apply to generated problems only")
+            raise SsbError("filters n/seed/start apply to generated problems only")
         return load_problems(source, split, _normalize_file_row(split), skip_bad=skip_bad)
     if split not in SPLIT_OFFSETS:
         raise SsbError(f"dataset 'arithmetic' has splits {sorted(SPLIT_OFFSETS)}, not {split!r}")
-    unknown = set(filters) - {"n", "seed"}
+    unknown = set(filters) - {"n", "seed", "start"}
     if unknown:
-        raise SsbError(f"unknown filter(s) {sorted(unknown)}; 'arithmetic' takes n and seed")
+        raise SsbError(f"unknown filter(s) {sorted(unknown)}; 'arithmetic' takes n, seed and "
+                       "start")
     try:
         n = int(filters.get("n", DEFAULT_SIZES[split]))
         seed = int(filters.get("seed", 0))
+        start = int(filters.get("start", 0))
     except ValueError as exc:
-        raise SsbError(f"filters n and seed must be integers ({exc})") from None
-    if n < 0:
-        raise SsbError(f"filter n must be >= 0, got {n}")
-    return LoadResult(problems=GeneratedProblems(split, n, seed))
+        raise SsbError(f"filters n, seed and start must be integers ({exc})") from None
+    if n < 0 or start < 0:
+        raise SsbError(f"filters n and start must be >= 0, got n={n}, start={start}")
+    return LoadResult(problems=GeneratedProblems(split, n, seed, start))
 
 
 class GeneratedProblems(Sequence):
@@ -58,15 +62,16 @@ class GeneratedProblems(Sequence):
     caller stops (``--limit``), and ``problems[:k]`` builds ``k``, so ``n=10**9`` costs only
     what is used.  Problem ``i`` is the same whatever is asked for first."""
 
-    def __init__(self, split: str, n: int, seed: int):
-        self.split, self.n, self.seed = split, n, seed
+    def __init__(self, split: str, n: int, seed: int, start: int = 0):
+        self.split, self.n, self.seed, self.start = split, n, seed, start
 
     def __len__(self) -> int:
         return self.n
 
     def __iter__(self) -> Iterator[Problem]:
         made = iter_generated(self.seed * 1000 + SPLIT_OFFSETS[self.split])
-        for i, q in enumerate(itertools.islice(made, self.n)):
+        for i, q in enumerate(itertools.islice(made, self.start, self.start + self.n),
+                              start=self.start):
             yield Problem(id=f"arithmetic/{self.split}/{i}", question=q.text,
                           gold=str(q.answer), dataset="arithmetic",
                           metadata={"steps": q.steps, "seed": self.seed})
