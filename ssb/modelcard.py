@@ -204,11 +204,13 @@ def add_evaluation(adapter_dir: str | os.PathLike,
 
 
 def add_study_evaluations(out: str | os.PathLike) -> None:
-    """``ssb study``'s layout: each trained arm's card (``arms/ARM/adapter``) gets the paired
-    comparison with the base on every dataset evaluated (``eval/DATASET/{base,ARM}``)."""
+    """``ssb study``'s layout: each trained arm's card (``arms/ARM/adapter``, a rounds arm's
+    ``rounds/ARM/distill/adapter``) gets the paired comparison with the base on every dataset
+    evaluated (``eval/DATASET/{base,ARM}``)."""
     out = Path(out)
-    for adapter in sorted(out.glob("arms/*/adapter")):
-        arm = adapter.parent.name
+    adapters = [(a, a.parent.name) for a in out.glob("arms/*/adapter")] + \
+        [(a, a.parent.parent.name) for a in out.glob("rounds/*/distill/adapter")]
+    for adapter, arm in sorted(adapters):
         pairs = {d.name: (d / "base", d / arm) for d in sorted((out / "eval").glob("*"))
                  if (d / arm).is_dir()}
         add_evaluation(adapter, pairs)

@@ -99,11 +99,50 @@ def test_cache_holds_nothing_past_its_budget_and_refuses_mismatched_rows():
     small = TeacherCache(max_bytes=4 * 4)  # room for one row of 4 floats: the first example
     small.store(keys, hidden)
     assert small.full and small.summary()["examples"] == 1 and small.bytes == 16
-    assert small.lookup(keys, "cpu") is None  # the second example was not kept
+    first, second = small.lookup(keys)
+    torch.testing.assert_close(first, hidden[:1])
+    assert second is None  # the second example was not kept
     roomy = TeacherCache(max_bytes=1 << 20)
     roomy.store(keys, hidden)
-    torch.testing.assert_close(roomy.lookup(keys, "cpu"), hidden)
     swapped = TeacherKeys(tuple(reversed(keys.keys)), (2, 1))
-    torch.testing.assert_close(roomy.lookup(swapped, "cpu"), hidden[[1, 2, 0]])
+    torch.testing.assert_close(torch.cat(roomy.lookup(swapped)), hidden[[1, 2, 0]])
     with pytest.raises(ValueError, match="3 rows"):
         roomy.store(TeacherKeys(keys.keys, (1, 1)), hidden)
+
+
+def test_a_batch_runs_the_teacher_only_on_the_examples_the_cache_lacks(tiny_model_dir):
+    """Examples cached from other batches (another epoch's shuffle, another process's share)
+    are read; the teacher runs on a sub-batch of the rest, and every row is what the whole
+    batch's teacher forward gives, in the batch's order."""
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_causal_lm, load_tokenizer
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.teacher import (TeacherCache, cached_teacher_hidden,
+                                            online_teacher_hidden)
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    examples, _ = align_records(tok, [make_record(i) for i in range(4)], max_length=512)
+    model = get_peft_model(load_causal_lm(str(tiny_model_dir), dtype="float32"),
+                           LoraConfig(r=4, lora_alpha=8, task_type="CAUSAL_LM"))
+    collate = DistillCollator(tok.pad_token_id, teacher="online")
+    whole = collate(examples)
+    want = online_teacher_hidden(model, whole)
+    cache = TeacherCache(1 << 30)
+    cached_teacher_hidden(model, collate([examples[1], examples[3]]), cache)  # another batch
+    calls = []
+    body = model.get_base_model().get_decoder()
+    handle = body.register_forward_hook(
+        lambda m, args, kwargs, o: calls.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        got = cached_teacher_hidden(model, whole, cache)
+    finally:
+        handle.remove()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert calls == [2]  # one teacher forward, on the two examples the cache lacked
+    assert cache.summary()["computed_examples"] == 4 and cache.summary()["examples"] == 4
+    assert (cache.hits, cache.misses) == (0, 2)
+    torch.testing.assert_close(cached_teacher_hidden(model, whole, cache), want,
+                               rtol=1e-5, atol=1e-5)
+    assert cache.hits == 1

@@ -280,3 +280,74 @@ def test_a_completed_stage_is_skipped_whatever_its_control_flags(tmp_path):
     report = Reporter("run", lambda e: logs.append(e.message))
     assert run_stage("curate", config.replace(restart=True), out, report) is False
     assert logs == [f"[skip] curate: complete in {out}"]
+
+
+def test_a_completed_stage_is_skipped_when_only_options_outside_its_identity_differ(
+        tmp_path, monkeypatch):
+    """Options that do not change what a stage computes (``resume=False``: batch sizes,
+    checkpoint spacing, the teacher cache) neither rerun a completed stage when changed nor when
+    a later version adds one (a distill recorded before ``--teacher-cache-gib`` existed); an
+    option that does change it reruns the stage."""
+    import json as _json
+
+    from ssb.events import Reporter
+    from ssb.secrets import redact
+    from ssb.stages.distill.trainer import DistillConfig
+    from ssb.stages.run import STAGE_DONE, run_stage
+
+    out = tmp_path / "distill"
+    out.mkdir()
+    config = DistillConfig(curated="c", model="x", out=str(out)).validate()
+    recorded = redact(config.manifest())
+    del recorded["teacher_cache_gib"]  # what a distill completed before the option recorded
+    (out / STAGE_DONE).write_text(_json.dumps({"stage": "distill", "config": recorded}))
+    logs = []
+    report = Reporter("run", lambda e: logs.append(e.message))
+    for same in (config, config.replace(save_steps=7, logit_chunk=64, teacher_cache_gib=0.0)):
+        assert run_stage("distill", same, out, report) is False
+    assert logs == [f"[skip] distill: complete in {out}"] * 2
+    ran = []  # what would run (the decision is under test here, not the training)
+    monkeypatch.setattr("ssb.stages.run.run_stage_process",
+                        lambda stage, cfg, *a, **k: ran.append(cfg.lr))
+    assert run_stage("distill", config.replace(lr=1e-3), out, report) is True
+    assert ran == [1e-3]
+
+
+def test_a_completed_stage_whose_inputs_changed_is_moved_aside_and_run_again(
+        tmp_path, monkeypatch):
+    """An arm retrained under the same path makes its evaluation stale although the eval's
+    config did not change: the completed stage is moved aside whole and runs afresh.  Unchanged
+    inputs (or a marker written before inputs were recorded) still skip it."""
+    import json as _json
+
+    from ssb.events import Reporter
+    from ssb.stages.evaluate import EvalConfig
+    from ssb.stages.run import STAGE_DONE, run_stage
+
+    adapter = tmp_path / "arm" / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 4}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v1")
+    out = tmp_path / "eval"
+    config = EvalConfig(dataset="arithmetic", backend="transformers", model="x",
+                        adapter=str(adapter), out=str(out)).validate()
+
+    def fake_stage(stage, cfg, out_dir, *a, **k):  # the decision is under test, not the eval
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.jsonl").write_text("old\n")
+
+    monkeypatch.setattr("ssb.stages.run.run_stage_process", fake_stage)
+    logs = []
+    report = Reporter("run", lambda e: logs.append(e.message))
+    assert run_stage("eval", config, out, report) is True
+    assert run_stage("eval", config, out, report) is False  # same config, same adapter
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v2")  # the arm retrained
+    assert run_stage("eval", config, out, report) is True
+    (stale,) = tmp_path.glob("eval.stale-*")
+    assert (stale / "results.jsonl").read_text() == "old\n"  # moved aside, not lost
+    assert logs[-2] == (f"[stale] eval: adapter:{adapter} changed since it ran in {out}; its "
+                        f"outputs moved to {stale}")
+    marker = _json.loads((out / STAGE_DONE).read_text())
+    del marker["inputs"]  # a stage completed before inputs were recorded
+    (out / STAGE_DONE).write_text(_json.dumps(marker))
+    assert run_stage("eval", config, out, report) is False

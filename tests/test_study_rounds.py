@@ -136,6 +136,91 @@ def test_rounds_arm_on_llama_cpp_resumes_after_sigkill_and_pairs_with_round_1(
     assert "| arm | vs ssb (pts) |" in report and "| ssb-r2 |" in report
 
 
+@pytest.mark.slow
+def test_rounds_on_hf_dirs_a_chain_and_rounds_that_stop(tmp_path, stopping_model,  # noqa: F811
+                                                        coinflip_path):
+    """On a backend that loads HF directories (transformers): round 2 curates with and trains
+    on `ssb` merged, and is evaluated as round 2 merged onto that; round 3 continues round 2
+    (merged onto round 2's merged model) but keeps too few problems to hold one out and train,
+    so it stops, and round 4, which continues it, stops too.  The study completes and reports
+    both stops; neither is pending."""
+    from conftest import ssb_subprocess
+
+    tiny_model_dir = stopping_model[0]  # the tiny model made to end its answers, HF directory
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(f"""
+domain = "coinflip"
+backend = "transformers"
+model = "{tiny_model_dir}"
+seed = 0
+heldout = 1
+eval-steps = 0
+eval = ["coinflip"]
+eval-limit = 8
+
+[curate]
+filters = {{ n = 32 }}
+rollouts = 4
+max-tokens = 12
+batch-size = 8
+
+[distill]
+epochs = 1
+batch-size = 2
+lora-r = 4
+lora-alpha = 8
+max-length = 256
+save-steps = 50
+
+[evaluate]
+max-tokens = 12
+
+[[arms]]
+name = "ssb"
+loss = "kl=1,ce=0"
+
+[[arms]]
+name = "r2"
+round-of = "ssb"
+curate = {{ split = "dev", filters = {{ n = 32 }} }}
+
+[[arms]]
+name = "r3"
+round-of = "r2"
+curate = {{ split = "dev", filters = {{ n = 1 }} }}   # at most 1 kept: none left to train on
+
+[[arms]]
+name = "r4"
+round-of = "r3"
+""")
+    out = tmp_path / "study"
+    proc = ssb_subprocess("study", ["--config", str(cfg), "--out", str(out)], coinflip_path)
+    _, stderr = proc.communicate(timeout=900)
+    assert proc.returncode == 0, stderr[-4000:]
+    rounds = out / "rounds"
+    curate2 = json.loads((rounds / "r2" / "curate" / "manifest.json").read_text())["config"]
+    assert curate2["model"] == str(rounds / "r2" / "merged") and curate2["adapter"] is None
+    stamp = json.loads((rounds / "r2" / "merged" / "ssb-merged.json").read_text())
+    assert stamp["base"] == str(tiny_model_dir)
+    assert stamp["adapter"] == str(out / "arms" / "ssb" / "adapter")
+    stamp3 = json.loads((rounds / "r3" / "merged" / "ssb-merged.json").read_text())
+    assert stamp3["base"] == str(rounds / "r2" / "merged")  # round 3 = round 2 merged + its LoRA
+    assert stamp3["adapter"] == str(rounds / "r2" / "distill" / "adapter")
+    summary = json.loads((out / "eval" / "coinflip" / "r2" / "summary.json").read_text())
+    assert summary["model"] == str(rounds / "r2" / "student-merged") and not summary["adapter"]
+    assert not (rounds / "r3" / "distill").exists() and not (out / "eval" / "coinflip" /
+                                                              "r3").exists()
+    study = json.loads((out / "study.json").read_text())
+    assert study["complete"] and study["pending"] == []
+    assert "too few to hold 1 out" in study["rounds"]["r3"]["stopped"]
+    assert study["rounds"]["r4"]["stopped"] == "the round it continues (r3) stopped"
+    assert "stopped" not in study["rounds"]["r2"]
+    assert study["eval"]["coinflip"]["arms"] == ["ssb", "r2"]
+    assert [c["arm"] for c in study["eval"]["coinflip"]["vs_previous_round"]] == ["r2"]
+    report = (out / "report.md").read_text()
+    assert "- **stopped**: the round it continues (r3) stopped" in report
+
+
 def test_rounds_arm_config_is_checked_before_anything_runs(tmp_path):
     from ssb.options import ConfigError
     from ssb.stages.study import StudyConfig

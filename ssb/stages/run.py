@@ -12,7 +12,8 @@ logic; distillation may run under a launcher (``launcher = "accelerate launch
 stopped.
 
 Round r > 1 curates and distills with the round r-1 student as the model.  Distill trains on its
-LoRAs merged into the fp32 weights (``merged/``, an HF directory), which is also its teacher.
+LoRAs merged into the weights (``merged/``, an HF directory; fp32 on a CPU), which is also its
+teacher.
 Curate and eval load that directory on backends that load HF directories
 (:attr:`ssb.types.BackendFactory.loads_hf_dirs`: transformers, vllm); llama.cpp serves the base
 model (not re-quantized) plus the rounds' LoRAs folded into one adapter of rank r1+...+rr
@@ -290,39 +291,95 @@ def check_launcher(launcher: str) -> None:
         raise ConfigError(f"--launcher {launcher!r}: {command!r} {where}")
 
 
-def _comparable(config: dict[str, Any]) -> dict[str, Any]:
+def _comparable(config: dict[str, Any], ignored: frozenset[str] = frozenset()
+                ) -> dict[str, Any]:
     """A recorded stage config without the options that only steer how the stage treats its
-    directory (``--restart``, ``--accept-changed-config``, the old ``--force``)."""
-    return {k: v for k, v in config.items() if k not in CONTROL_OPTIONS}
+    directory (``--restart``, ``--accept-changed-config``, the old ``--force``) and those that
+    do not change what it computes (``ignored``: its ``resume=False`` options, e.g. batch sizes,
+    checkpoint spacing, ``--teacher-cache-gib``; one added later is absent from older records)."""
+    return {k: v for k, v in config.items() if k not in CONTROL_OPTIONS and k not in ignored}
+
+
+MERGE_STAMP = "ssb-merged.json"  # in a merged model directory: the base and adapter it holds
+
+
+def stage_inputs(config: Any) -> dict[str, str]:
+    """Fingerprints of what a stage reads that a pipeline makes and may remake under the same
+    path: its LoRA adapter(s), its curated records, a merged model (by its stamp).  A completed
+    stage whose inputs changed is stale even though its config did not."""
+    from ssb.export import adapter_fingerprint
+    from ssb.stage import sha256_file
+
+    inputs: dict[str, str] = {}
+    adapter = getattr(config, "adapter", None)
+    for value in str(adapter).split(",") if adapter else []:
+        path = Path(value.strip())
+        if path.is_dir():
+            inputs[f"adapter:{path}"] = adapter_fingerprint(path)
+        elif path.is_file():
+            inputs[f"adapter:{path}"] = sha256_file(path)
+    curated = getattr(config, "curated", None)
+    if curated:
+        path = Path(curated) / "curated.jsonl" if Path(curated).is_dir() else Path(curated)
+        if path.is_file():
+            inputs["curated"] = sha256_file(path)
+    model = getattr(config, "model", None)
+    if isinstance(model, str) and (Path(model) / MERGE_STAMP).is_file():
+        inputs["model"] = sha256_file(Path(model) / MERGE_STAMP)
+    return inputs
 
 
 def run_stage(stage: str, config: Any, out: Path, report: Reporter, *, rerun: bool = False,
               launcher: str | None = None) -> bool:
-    """Run a stage unless ``out`` already completed it with the same config (``rerun``: run it
-    anyway); True if it ran."""
+    """Run a stage unless ``out`` already completed it with the same config and the same inputs
+    (:func:`stage_inputs`; ``rerun``: run it anyway); True if it ran.  A completed stage whose
+    inputs changed (an arm retrained, so its adapter is another) is moved aside whole
+    (``OUT.stale-TIME``) and run afresh: its results describe a model that is gone."""
     marker = out / STAGE_DONE
     recorded = redact(config.manifest())
+    ignored = frozenset(s.name for s in config.specs() if not s.resume)
+    inputs = stage_inputs(config)
     if marker.exists() and not rerun:
         try:
-            done = json.loads(marker.read_text(encoding="utf-8"))["config"]
-            if _comparable(done) == _comparable(recorded):
-                report.log(f"[skip] {stage}: complete in {out}")
-                return False
-        except (json.JSONDecodeError, KeyError):
+            done = json.loads(marker.read_text(encoding="utf-8"))
+            if _comparable(done["config"], ignored) == _comparable(recorded, ignored):
+                changed = sorted(k for k in set(inputs) | set(done.get("inputs", inputs))
+                                 if done.get("inputs", inputs).get(k) != inputs.get(k))
+                if not changed:
+                    report.log(f"[skip] {stage}: complete in {out}")
+                    return False
+                stale = out.with_name(f"{out.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+                os.replace(out, stale)
+                report.log(f"[stale] {stage}: {', '.join(changed)} changed since it ran in "
+                           f"{out}; its outputs moved to {stale}")
+        except (json.JSONDecodeError, KeyError, AttributeError):
             pass
     report.log(f"[run] {stage} -> {out}")
     started = time.time()
     run_stage_process(stage, config, out, report, launcher=launcher)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(marker, {"stage": stage, "config": recorded,
+    atomic_write_json(marker, {"stage": stage, "config": recorded, "inputs": inputs,
                                "seconds": round(time.time() - started, 1)})
     return True
 
 
 def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
-    """Fold a LoRA into the base weights (the next round's model), saved as an HF directory."""
-    if (out / "config.json").exists():
-        return out
+    """Fold a LoRA into the base weights (the next round's model), saved as an HF directory (at
+    ``dtype="auto"``: fp32 on a CPU).  ``MERGE_STAMP`` records the base and the adapter's
+    fingerprint: made once, remade when the adapter changed (or the directory predates the
+    stamp)."""
+    import shutil
+
+    from ssb.export import adapter_fingerprint
+
+    stamp = {"base": str(base_model), "adapter": str(adapter),
+             "adapter_sha256": adapter_fingerprint(adapter)}
+    try:
+        if json.loads((out / MERGE_STAMP).read_text(encoding="utf-8")) == stamp \
+                and (out / "config.json").exists():
+            return out
+    except (OSError, json.JSONDecodeError):
+        pass
     from peft import PeftModel
 
     from ssb.models import load_causal_lm, load_tokenizer
@@ -330,8 +387,12 @@ def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
     model = load_causal_lm(base_model, dtype="auto")
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
     tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
     merged.save_pretrained(str(tmp), safe_serialization=True)
     load_tokenizer(base_model).save_pretrained(str(tmp))
+    atomic_write_json(tmp / MERGE_STAMP, stamp)
+    if out.exists():  # a merge of another adapter: derived, and remade from its sources
+        shutil.rmtree(out)
     os.replace(tmp, out)
     return out
 
@@ -434,7 +495,7 @@ def run(config: RunConfig, *, on_event: EventCallback | None = None) -> RunResul
     """Run the pipeline into ``config.out`` (resumable); returns where the report is.
 
     Round r > 1: distill trains a LoRA on the merged round-(r-1) model (``round{r-1}/merged``,
-    fp32 HF), with that model as the teacher.  Curate and eval serve the round's student as the
+    an HF directory, fp32 on a CPU), with that model as the teacher.  Curate and eval serve the round's student as the
     backend can (:func:`student_on`): the merged directory (transformers, vllm) or the base model
     plus rounds 1..r's adapters folded into one (``round{r}/student``; llama.cpp).
     """

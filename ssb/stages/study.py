@@ -74,8 +74,8 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
     records: Path | None = option(None, metavar="DIR", help="Train on records curated before "
                                   "instead of curating: DIR holds train/curated.jsonl and "
                                   "heldout/curated.jsonl (a study's data/ folder, e.g. a "
-                                  "published one); no curate stage runs and --heldout is not "
-                                  "used.")
+                                  "published one); no curate stage runs, and --heldout applies "
+                                  "only to rounds arms.")
     eval_steps: int = option(5, ge=0, help="Measure the held-out loss every N optimizer steps.")
     arms: list[dict[str, Any]] = option(
         default_factory=lambda: [dict(a) for a in DEFAULT_ARMS], cli=False,
@@ -489,7 +489,8 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                          f"{_pct(rc['teacher_accuracy'])} of {rc['teacher_attempts']} attempts"
                          + (f"; skipped {rc['skipped']}" if rc.get("skipped") else ""))
         if r.get("stopped"):
-            lines.append("- **stopped**: this round kept no problem, so it trained nothing")
+            lines.append(f"- **stopped**: {r['stopped']}; it trained nothing and is not "
+                         "evaluated")
         if r.get("records"):
             lines.append(f"- records: {r['records'].get('train', 0)} train, "
                          f"{r['records'].get('heldout', 0)} held out")

@@ -8,16 +8,22 @@
    directory on backends that load one (transformers, vllm), the base model plus the rounds'
    LoRAs folded into one adapter on llama.cpp (:func:`ssb.stages.run.student_on`);
 2. **split** its kept records as the study splits its own (``heldout`` of them held out);
-3. **distill** a LoRA on the round-(r-1) student merged into the fp32 weights, that model being the
-   teacher, with the options of the arm it continues (the same recipe) unless the arm gives its
-   own;
+3. **distill** a LoRA on the round-(r-1) student merged into the weights (fp32 on a CPU), that
+   model being the teacher, with the options of the arm it continues (the same recipe) unless
+   the arm gives its own;
 4. the study **evaluates** the round-r student (merged, or base + folded adapters) on every eval
    set beside the other arms, and the report pairs it against the arm it continues.
 
 Everything lives in ``DIR/rounds/NAME/`` (``curate``, ``data``, ``merged`` = the round-(r-1)
-student in fp32, ``distill``, ``curator`` / ``student`` = folded adapters); each step is a
-resumable stage, so a study killed anywhere in a round resumes without repeating work.  A round
-that keeps no problem stops there: the arm is reported as stopped and is not evaluated.
+student merged at full precision (fp32 on a CPU), ``distill``, ``curator`` / ``student`` = folded
+adapters for llama.cpp, ``student-merged`` for backends that load HF directories); each step is a
+resumable stage, so a study killed anywhere in a round resumes without repeating work.
+
+A round that keeps too few problems to hold ``heldout`` out and train on the rest stops there
+(``stopped.json`` says why): the arm, and any round after it, is reported as stopped and is not
+evaluated.  If the student a round continues changes (the earlier arm retrained), every stage of
+the round sees its inputs changed and runs afresh, the old outputs moved aside
+(:func:`ssb.stages.run.run_stage`, :func:`ssb.stages.run.merge_adapter`).
 """
 
 from __future__ import annotations
@@ -26,11 +32,15 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from ssb.journal import read_jsonl
+from ssb.journal import atomic_write_json, read_jsonl
 from ssb.options import ConfigError
 
 # Keys of a rounds arm that are not `ssb distill` options.
 ROUND_KEYS = ("name", "round_of", "curate")
+# What a rounds arm sets itself: the served student (curate) and the merged model it trains on.
+OWN_CURATE_KEYS = ("out", "model", "adapter", "backend", "backend_options")
+OWN_DISTILL_KEYS = ("out", "model", "curated", "eval_records", "teacher_store")
+STOPPED = "stopped.json"
 
 
 def is_round_arm(arm: dict[str, Any]) -> bool:
@@ -81,25 +91,47 @@ def check_round_arm(config: Any, arm: dict[str, Any], earlier: dict[str, dict[st
     if is_prompt_arm(earlier[prev]):
         raise ConfigError(f"{where}: round_of {prev!r} is a prompt arm; it trains nothing to "
                           "continue")
+    from ssb.plugins import get_registry
+    from ssb.stages.run import serves_students
+
+    if serves_students(get_registry().backend(config.backend)) is None:
+        raise ConfigError(f"{where}: backend {config.backend!r} can serve neither a merged "
+                          "model nor LoRA adapters, so it cannot curate with a student")
     table = arm.setdefault("curate", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: curate must be a table of `ssb curate` options")
     for key in [k for k in table if "-" in k]:
         table[key.replace("-", "_")] = table.pop(key)
-    if {"out", "model", "adapter"} & set(table):
-        raise ConfigError(f"{where}: curate sets out, model or adapter itself (the round-"
-                          f"(r-1) student); remove {sorted({'out', 'model', 'adapter'} & set(table))}")
+    own = sorted(set(OWN_CURATE_KEYS) & set(table))
+    if own:
+        raise ConfigError(f"{where}: a round curates on the study's backend with the round-"
+                          f"(r-1) student, which it sets itself; remove {own} from curate")
+    arms = {**earlier, arm["name"]: arm}
+    options = distill_options(arms, arm)
+    own = sorted(set(OWN_DISTILL_KEYS) & {k.replace("-", "_") for k in options})
+    if own:
+        raise ConfigError(f"{where}: a round trains on the round-(r-1) student merged, taught by "
+                          f"it, on its own records; remove {own} (here or in the arm it "
+                          "continues)")
+    if options.get("teacher") == "offline":
+        raise ConfigError(f"{where}: a round's teacher is the round-(r-1) student, online; the "
+                          "arm it continues uses teacher = offline")
     root = round_dir(config.out, arm["name"])
     config.curate_config(config.model, root / "curate", overrides=table)
-    arms = {**earlier, arm["name"]: arm}
-    config.distill_config({"name": arm["name"], **distill_options(arms, arm)},
+    config.distill_config({"name": arm["name"], **options},
                           root / "data" / "train", root / "data" / "heldout", root / "distill")
+
+
+def _stop(root: Path, name: str, reason: str, report: Any) -> None:
+    atomic_write_json(root / STOPPED, {"reason": reason})
+    report.log(f"[study] arm {name}: {reason}; the round stops here (not evaluated)")
 
 
 def run_round_arm(config: Any, arm: dict[str, Any], report: Any,
                   run_stage: Callable[..., None]) -> tuple[str, Path | None] | None:
     """Curate, split and distill round r of ``arm``; returns the (model, adapter) that serve
-    its student for evaluation, or None when the round kept nothing (it stops there)."""
+    its student for evaluation, or None when the round stops (too few kept, or the round it
+    continues stopped)."""
     from ssb.export import ensure_folded_adapter
     from ssb.plugins import get_registry
     from ssb.stages.curate import CURATED
@@ -109,11 +141,17 @@ def run_round_arm(config: Any, arm: dict[str, Any], report: Any,
     out, name = Path(config.out), arm["name"]
     arms = arm_table(config.arms)
     root = round_dir(out, name)
+    prev = arms[arm["round_of"]]
+    if is_round_arm(prev) and (round_dir(out, prev["name"]) / STOPPED).exists():
+        root.mkdir(parents=True, exist_ok=True)
+        _stop(root, name, f"the round it continues ({prev['name']}) stopped", report)
+        return None
     chain = adapter_chain(out, arms, arm["round_of"])
+    (root / STOPPED).unlink(missing_ok=True)  # decided again below
     base = config.model
     distill_base = config.distill_model or config.model
-    # The round-(r-1) student in fp32: the merged model of the arm it continues, plus its LoRA.
-    prev = arms[arm["round_of"]]
+    # The round-(r-1) student at full precision: the merged model of the arm it continues (or
+    # the base) plus that arm's LoRA.
     prev_base = str(round_dir(out, prev["name"]) / "merged") if is_round_arm(prev) \
         else distill_base
     merged = merge_adapter(prev_base, chain[-1], root / "merged")
@@ -127,9 +165,10 @@ def run_round_arm(config: Any, arm: dict[str, Any], report: Any,
     run_stage("curate", config.curate_config(model, curate_dir, overrides={
         **arm.get("curate", {}), "adapter": adapter}), curate_dir, report,
         rerun=config.restart)
-    if next(read_jsonl(curate_dir / CURATED), None) is None:
-        report.log(f"[study] arm {name}: the round-{len(chain)} student kept no problem; the "
-                   "round stops here (not evaluated)")
+    kept = sum(1 for _ in read_jsonl(curate_dir / CURATED))
+    if kept <= config.heldout:
+        _stop(root, name, f"the round-{len(chain)} student kept {kept} problem(s), too few to "
+              f"hold {config.heldout} out and train on the rest", report)
         return None
     data = root / "data"
     n_train, n_held = split_records(curate_dir / CURATED, config.heldout, config.seed,
@@ -161,7 +200,8 @@ def round_summary(out: Path, arms: dict[str, dict[str, Any]], arm: dict[str, Any
             "problems_seen", "kept", "keep_rate", "rollout_accuracy", "teacher_attempts",
             "teacher_accuracy", "mean_rollout_tokens", "mean_teacher_tokens", "skipped",
             "complete")}
-        entry["stopped"] = bool(stats.get("complete")) and not stats.get("kept")
+    if (root / STOPPED).exists():
+        entry["stopped"] = json.loads((root / STOPPED).read_text(encoding="utf-8"))["reason"]
     for part in ("train", "heldout"):
         path = root / "data" / part / "curated.jsonl"
         if path.exists():

@@ -80,10 +80,12 @@ class TeacherCache:
     their first computation, so a second epoch or a held-out measurement skips the teacher
     forward.  Exact: the teacher is the base model with the adapter off, which training never
     changes; the rows equal a recomputation up to float rounding (a different batch's padding
-    width).  Bounded: once ``max_bytes`` are held, further examples are computed every time.
+    width).  Bounded: once ``max_bytes`` are held (per process), further examples are computed
+    every time.  A batch runs the teacher only on the examples it misses.
 
     With an online teacher the teacher forward is about half of a step on the long hinted view,
-    so epochs 2..E cost about half as much (``hits``/``misses`` count batches)."""
+    so epochs 2..E cost about half as much.  ``hits`` counts batches served whole from the cache,
+    ``misses`` batches that ran the teacher (on ``computed`` examples)."""
 
     def __init__(self, max_bytes: int):
         self.max_bytes = max_bytes
@@ -91,16 +93,12 @@ class TeacherCache:
         self.bytes = 0
         self.hits = 0
         self.misses = 0
+        self.computed = 0
         self.full = False
 
-    def lookup(self, keys: TeacherKeys, device) -> torch.Tensor | None:
-        """The batch's ``[N, H]`` rows in batch order, or None when any example is missing."""
-        rows = [self.rows.get(k) for k in keys.keys]
-        if any(r is None for r in rows):
-            self.misses += 1
-            return None
-        self.hits += 1
-        return torch.cat(rows).to(device)  # type: ignore[arg-type]
+    def lookup(self, keys: TeacherKeys) -> list[torch.Tensor | None]:
+        """Each example's rows, or None where the cache does not hold them."""
+        return [self.rows.get(k) for k in keys.keys]
 
     def store(self, keys: TeacherKeys, hidden: torch.Tensor) -> None:
         if sum(keys.lengths) != hidden.shape[0]:
@@ -113,27 +111,53 @@ class TeacherCache:
             if self.bytes + size > self.max_bytes:
                 self.full = True
                 continue
-            self.rows[key] = part.detach().to("cpu").clone()
+            self.rows[key] = part.detach().to("cpu", copy=True)
             self.bytes += size
 
     def summary(self) -> dict[str, Any]:
         return {"examples": len(self.rows), "bytes": self.bytes, "hits": self.hits,
-                "misses": self.misses, "full": self.full}
+                "misses": self.misses, "computed_examples": self.computed, "full": self.full}
+
+
+def teacher_subbatch(batch: dict[str, Any], rows: list[int],
+                     lengths: Sequence[int]) -> dict[str, torch.Tensor]:
+    """The teacher view of some of a batch's examples (``rows``), same padding width, with
+    ``teacher_pred_index`` re-pointed at the rows' new places."""
+    width = batch["teacher_input_ids"].shape[1]
+    preds = torch.split(batch["teacher_pred_index"], list(lengths))
+    pred = torch.cat([preds[b] - b * width + j * width for j, b in enumerate(rows)])
+    index = torch.tensor(rows, dtype=torch.long, device=batch["teacher_input_ids"].device)
+    return {f"teacher_{k}": batch[f"teacher_{k}"].index_select(0, index)
+            for k in ("input_ids", "attention_mask", "position_ids")} | {
+        "teacher_pred_index": pred}
 
 
 def cached_teacher_hidden(model, batch: dict[str, Any],
                           cache: TeacherCache | None) -> torch.Tensor:
-    """:func:`online_teacher_hidden`, read from ``cache`` when it holds every example of the
-    batch (and stored in it otherwise)."""
+    """:func:`online_teacher_hidden`, with the rows ``cache`` holds read from it: the teacher
+    runs only on the batch's other examples (and their rows are stored)."""
     keys = batch.get("teacher_keys")
     if cache is None or not isinstance(keys, TeacherKeys):
         return online_teacher_hidden(model, batch)
     device = batch["teacher_input_ids"].device
-    hidden = cache.lookup(keys, device)
-    if hidden is None:
+    found = cache.lookup(keys)
+    missing = [i for i, rows in enumerate(found) if rows is None]
+    if not missing:
+        cache.hits += 1
+        return torch.cat(found).to(device)  # type: ignore[arg-type]
+    cache.misses += 1
+    cache.computed += len(missing)
+    if len(missing) == len(found):
         hidden = online_teacher_hidden(model, batch)
         cache.store(keys, hidden)
-    return hidden
+        return hidden
+    sub_keys = TeacherKeys(tuple(keys.keys[i] for i in missing),
+                           tuple(keys.lengths[i] for i in missing))
+    hidden = online_teacher_hidden(model, teacher_subbatch(batch, missing, keys.lengths))
+    cache.store(sub_keys, hidden)
+    for i, part in zip(missing, torch.split(hidden, list(sub_keys.lengths))):
+        found[i] = part
+    return torch.cat([rows.to(device) for rows in found])  # type: ignore[union-attr]
 
 
 # -- top-k rows --------------------------------------------------------------------------------

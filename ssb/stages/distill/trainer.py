@@ -93,9 +93,9 @@ class DistillConfig(StageConfig):
     teacher_cache_gib: float = option(
         4.0, ge=0, resume=False,
         help="Keep the frozen online teacher's hidden states at solution positions (CPU "
-        "memory, up to this many GiB) after their first computation: epochs after the first "
-        "and held-out measurements skip the teacher forward (about half a step). 0: recompute "
-        "every time.")
+        "memory, up to this many GiB per process) after their first computation: epochs after "
+        "the first and held-out measurements skip the teacher forward (about half a step). 0: "
+        "recompute every time.")
     logit_chunk: int = option(256, ge=1, resume=False,
                               help="Solution tokens per LM-head/loss chunk (memory knob).")
     save_steps: int = option(50, ge=1, resume=False,
