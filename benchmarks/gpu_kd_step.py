@@ -339,7 +339,8 @@ def make_step(variant: str, args, model, optimizer, device, dtype):
     params = [p for p in model.parameters() if p.requires_grad]
 
     def step(cpu_batch):
-        batch = {k: v.to(device, non_blocking=True) for k, v in cpu_batch.items()}
+        batch = {k: v.to(device, non_blocking=True) if hasattr(v, "to") else v
+                 for k, v in cpu_batch.items()}
         loss = loss_of(batch)
         if loss is None:
             return
