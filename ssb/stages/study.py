@@ -112,15 +112,12 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
                 arm.setdefault(key.replace("-", "_"), arm.pop(key))
             if is_prompt_arm(arm):
                 self._check_prompt_arm(arm)
-                earlier[arm["name"]] = arm
-                continue
-            if is_round_arm(arm):
+            elif is_round_arm(arm):
                 check_round_arm(self, arm, earlier)
-                earlier[arm["name"]] = arm
-                continue
+            else:
+                self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
+                                    out / "arms" / arm["name"])
             earlier[arm["name"]] = arm
-            self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
-                                out / "arms" / arm["name"])
         for spec in self.eval:
             self.eval_config(spec, self.model, None, out / "eval")
 

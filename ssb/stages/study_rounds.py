@@ -97,11 +97,14 @@ def check_round_arm(config: Any, arm: dict[str, Any], earlier: dict[str, dict[st
     if serves_students(get_registry().backend(config.backend)) is None:
         raise ConfigError(f"{where}: backend {config.backend!r} can serve neither a merged "
                           "model nor LoRA adapters, so it cannot curate with a student")
-    table = arm.setdefault("curate", {})
+    from ssb.options import _table_keys
+    from ssb.stages.curate import CurateConfig
+
+    table = arm.get("curate", {})
     if not isinstance(table, dict):
         raise ConfigError(f"{where}: curate must be a table of `ssb curate` options")
-    for key in [k for k in table if "-" in k]:
-        table[key.replace("-", "_")] = table.pop(key)
+    # In field names (`top-k`, `filter`: a flag's spelling), as run_round_arm passes them on.
+    arm["curate"] = table = _table_keys(CurateConfig, table, f"{where} curate")
     own = sorted(set(OWN_CURATE_KEYS) & set(table))
     if own:
         raise ConfigError(f"{where}: a round curates on the study's backend with the round-"
