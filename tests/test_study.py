@@ -384,3 +384,23 @@ def test_given_records_are_checked_before_anything_runs(tmp_path):
     with pytest.raises(DataError, match=r"heldout/curated.jsonl:2: solution must be a string"):
         copy_records(data, tmp_path / "t", tmp_path / "h")
     assert not (tmp_path / "t").exists()  # checked before either file is written
+
+
+def test_every_committed_study_config_resolves(tmp_path, monkeypatch):
+    """studies/*.toml are checked as `ssb study` checks them (every stage's config built) before
+    anyone spends hours on one; the ARC run's ARC-Easy set is its first 500 questions."""
+    from ssb.options import resolve
+    from ssb.stages.study import StudyConfig
+
+    root = Path(__file__).parent.parent
+    monkeypatch.chdir(root)  # `records` and sources are relative to the checkout
+    configs = sorted((root / "studies").glob("*.toml"))
+    assert {c.stem for c in configs} >= {"arithmetic", "arithmetic-part2", "gsm8k", "arc"}
+    for path in configs:
+        study = resolve(StudyConfig, file=path, flags={"out": str(tmp_path / path.stem)},
+                        nested=StudyConfig.NESTED)
+        assert study.arms, path
+    arc = resolve(StudyConfig, file=root / "studies" / "arc.toml",
+                  flags={"out": str(tmp_path / "arc")}, nested=StudyConfig.NESTED)
+    easy = arc.eval_config(arc.eval[1], arc.model, None, tmp_path / "e")
+    assert (easy.dataset, easy.limit, arc.curate["min_correct"]) == ("arc-easy", 500, 2)

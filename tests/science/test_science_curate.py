@@ -136,3 +136,37 @@ def test_eval_on_arc_with_the_tiny_model(tiny_model_dir, shared_data, tmp_path, 
     assert all(json.loads(r["gold"])["choices"] for r in rows)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["settings"]["template"] == "science-tutor@1"
+
+
+def test_arc_dev_rule_reads_a_real_min_correct_1_journal(replay_plugin, shared_data, tmp_path,
+                                                          ssb_cli):
+    """scripts/arc_dev_rule.py: the two rules' numbers from one --min-correct 1 run, and the
+    choice the README fixes before the ARC run (keep 2 unless it keeps too few or its teacher
+    is less accurate)."""
+    import subprocess
+    import sys
+
+    recording = _recording(shared_data, tmp_path / "rec.jsonl")
+    out = tmp_path / "one"
+    code, _, err = _curate(ssb_cli, shared_data, recording, out, "--min-correct", "1")
+    assert code == 0, err
+    script = Path(__file__).resolve().parents[2] / "scripts" / "arc_dev_rule.py"
+
+    def rule(*extra):
+        proc = subprocess.run([sys.executable, str(script), str(out), *extra],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads((out / "dev-rule.json").read_text()) == json.loads(proc.stdout)
+        return json.loads(proc.stdout)
+
+    result = rule("--need", "1", "--pool", "3")
+    one, two = result["min_correct"]["1"], result["min_correct"]["2"]
+    assert (one["seen"], one["to_teacher"], one["kept"]) == (3, 2, 2)
+    assert (two["seen"], two["to_teacher"], two["kept"]) == (3, 1, 1)
+    assert two["teacher_accuracy"] == one["teacher_accuracy"] == 1.0
+    assert result["choice"] == 2
+    # min_correct 2 keeps 1 of 3: too few when 2 records are needed from 3 questions
+    assert rule("--need", "2", "--pool", "3")["choice"] == 1
+    missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "no curate journal" in missing.stderr
