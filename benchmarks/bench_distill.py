@@ -8,8 +8,8 @@
    size.  Each variant runs in a fresh subprocess; the peak is sampled from /proc RSS.
 3. Step time: online-teacher distillation step vs a plain LoRA SFT step (cross-entropy only);
    and a step whose teacher rows come from the TeacherCache (epochs 2+) vs one that recomputes
-   them, on the fidelity model below (records: ``SSB_BENCH_CURATED``, a curated.jsonl, or GSM8K
-   train with its reference solutions as hints).
+   them; and that step in bf16 vs fp32 on the CPU; all on the fidelity model below (records:
+   ``SSB_BENCH_CURATED``, a curated.jsonl, or GSM8K train with its reference solutions as hints).
 4. Fidelity: KD loss from the top-k store vs the exact loss, at T=1 and T=2 (the base model on
    the student view vs on the hinted view: the loss SSB starts from).  ``--quick`` uses the
    tiny random model (near-uniform: the numbers mean little); the full run uses the real small
@@ -315,6 +315,55 @@ def bench_teacher_cache(model: str, records, batch: int, max_length: int,
             "solution_tokens": sum(e.num_solution_tokens for e in examples)}
 
 
+def bench_cpu_dtype(model: str, records, batch: int, max_length: int, repeats: int = 2) -> dict:
+    """One training step (collate, online teacher, student, loss, backward, AdamW) with the
+    weights in fp32 (``ssb distill --dtype auto`` on a CPU) vs bf16 (``--dtype bfloat16``: bf16
+    weights under CPU autocast, as the trainer runs it), the teacher recomputed every step; the
+    study's LoRA (r=32, every projection).  Also the first step's loss in each, before any update:
+    how far bf16 moves the objective itself."""
+    import gc
+    import statistics
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_causal_lm, load_tokenizer, resolve
+    from ssb.stages.distill.alignment import align_records
+    from ssb.stages.distill.batching import DistillCollator
+    from ssb.stages.distill.step import distill_step, resolve_loss_terms
+
+    ref = resolve(model)
+    tok = load_tokenizer(ref)
+    examples, _ = align_records(tok, records[:batch], max_length=max_length)
+    terms = resolve_loss_terms("kl=1,ce=0")
+    out: dict[str, dict] = {}
+    for dtype in ("float32", "bfloat16"):
+        torch.manual_seed(0)
+        lm = get_peft_model(load_causal_lm(ref, dtype=dtype), LoraConfig(
+            r=32, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
+                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                "down_proj"])).train()
+        opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+        times, first = [], None
+        for r in range(repeats + 1):  # the first step warms up
+            t0 = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bfloat16"):
+                b = DistillCollator(tok.pad_token_id, teacher="online")(examples)
+                loss = distill_step(lm, b, terms, temperature=2.0, teacher="online").loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if first is None:
+                first = float(loss.detach())
+            if r:
+                times.append(time.perf_counter() - t0)
+        out[dtype] = {"seconds": statistics.median(times), "first_loss": first}
+        del lm, opt
+        gc.collect()
+    return {**out, "teacher_tokens": sum(len(e.teacher_ids) for e in examples),
+            "student_tokens": sum(len(e.student_ids) for e in examples)}
+
+
 def curated_records(path: str):
     """Records of a real curated.jsonl (``SSB_BENCH_CURATED``): the teacher views SSB trains on."""
     from ssb.records import CuratedRecord
@@ -447,6 +496,18 @@ def run(quick: bool) -> list[dict]:
                      f"{cache['teacher_tokens']} teacher / "
                      f"{cache['student_tokens']} student / {cache['solution_tokens']} solution "
                      "tokens; LoRA r=32 on every projection, fp32; median of 2"),
+        })
+        dt = bench_cpu_dtype(fid_model, records, 4, 1536)
+        f32, b16 = dt["float32"], dt["bfloat16"]
+        rows.append({
+            "metric": "online-teacher KD step in bf16 on the CPU (--dtype bfloat16)",
+            "ours": b16["seconds"], "baseline": f32["seconds"],
+            "ratio": b16["seconds"] / f32["seconds"], "unit": "s", "higher_is_better": False,
+            "note": (f"baseline: the same step in fp32 (--dtype auto on a CPU); model "
+                     f"{fidelity_model}, batch 4 of {curated or gsm8k_hints}: "
+                     f"{dt['teacher_tokens']} teacher / {dt['student_tokens']} student tokens; "
+                     f"teacher recomputed; LoRA r=32 on every projection; median of 2; first "
+                     f"loss {b16['first_loss']:.5f} (bf16) vs {f32['first_loss']:.5f} (fp32)"),
         })
         for r in bench_fidelity(fid_model, fidelity_records, 320):
             rows.append({
