@@ -108,6 +108,7 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "cpu_count": os.cpu_count(),
         "cpu_model": _cpu_model(),
+        "cpu_isa": _cpu_isa(),
         "memory_gib": _memory_gib(),
         "versions": {},
         "git": _git(),
@@ -132,6 +133,22 @@ def _cpu_model() -> str | None:
     except OSError:
         pass
     return platform.processor() or None
+
+
+# The vector and matrix extensions CPU speed depends on (bf16 training, llama.cpp kernels): the
+# same "AMD EPYC" name covers machines with and without AVX512-BF16.
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+
+
+def _cpu_isa() -> list[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [f for f in ISA_FLAGS if f in flags]
+    except OSError:
+        pass
+    return []
 
 
 def _memory_gib() -> float | None:
