@@ -12,7 +12,9 @@ HF copy, llama.cpp its GGUF).  Each engine runs in a process of its own (vLLM ne
 environment), one after the other, with the CPU otherwise idle; model load and one short
 warm-up generation are excluded.  ``SSB_BENCH_VLLM_PRELOAD=iomp`` preloads Intel OpenMP for the
 vLLM side (vLLM's CPU guide asks for it and tcmalloc; tcmalloc is not on PyPI and is not
-installed here).  ``SSB_BENCH_VLLM_OPTS="dtype=float32,kv_cache_space=2"`` passes backend options.
+installed here); with ``SSB_BENCH_ENGINES_BASELINE=vllm`` the baseline is vLLM without the preload
+instead of llama.cpp (what the preload alone is worth, in one run).
+``SSB_BENCH_VLLM_OPTS="dtype=float32,kv_cache_space=2"`` passes backend options.
 
     .venv/bin/python -m benchmarks engines [--quick]
 """
@@ -35,6 +37,7 @@ DESCRIPTION = ("vLLM CPU (ours) vs llama.cpp (baseline) tokens/s on curate, teac
 VLLM_PYTHON = Path(os.environ.get("SSB_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 PRELOAD_ENV = "SSB_BENCH_VLLM_PRELOAD"
 OPTS_ENV = "SSB_BENCH_VLLM_OPTS"
+BASELINE_ENV = "SSB_BENCH_ENGINES_BASELINE"
 
 
 def _options(engine: str) -> dict[str, Any]:
@@ -97,16 +100,26 @@ def run(quick: bool) -> list[dict]:
         raise RuntimeError(f"no vLLM environment at {VLLM_PYTHON}: bash scripts/setup.sh --vllm "
                            "(or set SSB_VLLM_PYTHON)")
     env = dict(os.environ)
-    llama = _run_side(Path(sys.executable), "llama.cpp", quick, env)
-    vllm_env = dict(env)
+    baseline_engine = os.environ.get(BASELINE_ENV, "llama.cpp")
+    if baseline_engine not in ("llama.cpp", "vllm"):
+        raise RuntimeError(f"{BASELINE_ENV}={baseline_engine!r}: llama.cpp or vllm")
     preload = os.environ.get(PRELOAD_ENV, "")
+    if baseline_engine == "vllm" and preload != "iomp":
+        raise RuntimeError(f"{BASELINE_ENV}=vllm compares vLLM with {PRELOAD_ENV}=iomp to "
+                           "vLLM without it: set both")
+    if baseline_engine == "vllm":
+        baseline = _run_side(VLLM_PYTHON, "vllm", quick, env)
+    else:
+        baseline = _run_side(Path(sys.executable), "llama.cpp", quick, env)
+    vllm_env = dict(env)
     if preload == "iomp":
         lib = VLLM_PYTHON.parent.parent / "lib" / "libiomp5.so"
         vllm_env["LD_PRELOAD"] = f"{lib}:{env['LD_PRELOAD']}" if env.get("LD_PRELOAD") \
             else str(lib)
     vllm = _run_side(VLLM_PYTHON, "vllm", quick, vllm_env)
+    base_name = "vLLM without the preload" if baseline_engine == "vllm" else "llama.cpp"
     rows = []
-    for label, b in llama["workloads"].items():
+    for label, b in baseline["workloads"].items():
         o = vllm["workloads"][label]
         ours, base = o["tokens"] / o["seconds"], b["tokens"] / b["seconds"]
         rows.append({
@@ -114,11 +127,11 @@ def run(quick: bool) -> list[dict]:
             "ratio": ours / base, "unit": "tok/s", "higher_is_better": True,
             "note": (f"vLLM {vllm['options']}{' LD_PRELOAD iomp' if preload else ''}: "
                      f"{o['tokens']} tokens in {o['seconds']:.1f} s ({o['finished']}/"
-                     f"{o['samples']} finished), load {vllm['load_seconds']:.0f} s; llama.cpp "
-                     f"{llama['options']}: {b['tokens']} tokens in {b['seconds']:.1f} s "
+                     f"{o['samples']} finished), load {vllm['load_seconds']:.0f} s; {base_name} "
+                     f"{baseline['options']}: {b['tokens']} tokens in {b['seconds']:.1f} s "
                      f"({b['finished']}/{b['samples']} finished), load "
-                     f"{llama['load_seconds']:.0f} s; load average before/after: vLLM "
-                     f"{o['load_before'][0]:.2f}/{o['load_after'][0]:.2f}, llama.cpp "
+                     f"{baseline['load_seconds']:.0f} s; load average before/after: vLLM "
+                     f"{o['load_before'][0]:.2f}/{o['load_after'][0]:.2f}, {base_name} "
                      f"{b['load_before'][0]:.2f}/{b['load_after'][0]:.2f}"),
         })
     return rows
