@@ -358,7 +358,7 @@ def bench_cpu_dtype(model: str, records, batch: int, max_length: int, repeats: i
             if r:
                 times.append(time.perf_counter() - t0)
         out[dtype] = {"seconds": statistics.median(times), "first_loss": first}
-        del lm, opt
+        del lm, opt, loss, b
         gc.collect()
     return {**out, "teacher_tokens": sum(len(e.teacher_ids) for e in examples),
             "student_tokens": sum(len(e.student_ids) for e in examples)}

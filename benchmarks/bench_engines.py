@@ -32,7 +32,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "engines"
-DESCRIPTION = ("vLLM CPU (ours) vs llama.cpp (baseline) tokens/s on curate, teacher, eval and "
+DESCRIPTION = ("vLLM CPU (ours) vs llama.cpp (baseline; or vLLM without the Intel OpenMP preload "
+               "with SSB_BENCH_ENGINES_BASELINE=vllm) tokens/s on curate, teacher, eval and "
                "generate workloads, ssb's backends at their defaults, one run")
 VLLM_PYTHON = Path(os.environ.get("SSB_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 PRELOAD_ENV = "SSB_BENCH_VLLM_PRELOAD"

@@ -27,6 +27,9 @@ def rule_numbers(journal: Path) -> dict[int, dict[str, float]]:
             if line.strip():
                 entry = json.loads(line)
                 last[entry["id"]] = entry
+    # A question whose rollouts or teacher failed (status "error") was not seen: it would lower
+    # the keep rate for a reason that is not the rule's.
+    last = {pid: e for pid, e in last.items() if e["status"] != "error"}
     numbers = {}
     for k in (1, 2):
         sent = [e for e in last.values() if e["status"] in ("kept", "teacher_wrong")
@@ -41,12 +44,14 @@ def rule_numbers(journal: Path) -> dict[int, dict[str, float]]:
 def choose(numbers: dict[int, dict[str, float]], need: int, pool: int) -> tuple[int, str]:
     two, one = numbers[2], numbers[1]
     if two["keep_rate"] * pool < need:
-        return 1, (f"min_correct 2 keeps {two['keep_rate']:.3f}: {two['keep_rate'] * pool:.0f} "
-                   f"of the {need} records needed from {pool} dev questions")
+        return 1, (f"min_correct 2 keeps {two['keep_rate']:.3f} of the {two['seen']} dev "
+                   f"questions read: ~{two['keep_rate'] * pool:.0f} of the {need} records "
+                   f"needed from {pool} dev questions")
     if two["teacher_accuracy"] < one["teacher_accuracy"]:
         return 1, (f"min_correct 2's teacher accuracy {two['teacher_accuracy']:.3f} is below "
                    f"min_correct 1's {one['teacher_accuracy']:.3f}")
-    return 2, (f"min_correct 2 keeps enough ({two['keep_rate'] * pool:.0f} >= {need} expected) "
+    return 2, (f"min_correct 2 keeps {two['keep_rate']:.3f} of the {two['seen']} dev questions "
+               f"read (~{two['keep_rate'] * pool:.0f} >= {need} expected from {pool}) "
                f"and its teacher accuracy {two['teacher_accuracy']:.3f} is not below "
                f"min_correct 1's {one['teacher_accuracy']:.3f}")
 

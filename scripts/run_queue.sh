@@ -9,6 +9,8 @@
 # 3. Part 2's reproduction check on llama.cpp (Amendments 3-4): the retrained ssb and sft adapters
 #    on the arithmetic study's 300 test problems, in ../ssb-part2's .venv;
 # 4. the ARC measurements (plugins/science/README.md: scripts/run_arc.sh), ../ssb-arc.
+# Stop any of these runs started by hand first (`kill -TERM -- -PGID`): an output directory takes
+# one writer, so a second `ssb study` on it is refused and the queue stops there.
 # Rerunning resumes: a finished run is skipped through its own journals (seconds, plus an engine
 # start where a report is rewritten). Stop it with `kill -TERM -- -PGID` (its process group), not
 # SIGSTOP: a vLLM engine paused for minutes dies on resume. Run it alone on the CPU.
@@ -16,7 +18,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 main=$(pwd)
 GSM8K=d323a82   # the GSM8K study's commit (Amendment 2)
-LATER=79eb5b6   # Parts 2-3 and ARC: the commit whose full suite passed on 2026-12-07 (session 5)
+LATER=79eb5b6   # Parts 2-3 and ARC: the commit whose full suite passed on 2026-12-07 (session 5);
+                # an amendment moves it (ARC: scripts/run_arc.sh says when, and why)
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
 say "1/4 GSM8K study at $GSM8K"

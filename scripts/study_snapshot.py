@@ -3,7 +3,7 @@
     python scripts/study_snapshot.py RUN_DIR DEST
 
 Copies curate stats/manifest, each arm's manifest, metrics and held-out curves, each eval's
-summary and its per-problem results without the reply texts (``results.jsonl`` with each
+(``eval/DATASET/ARM``, and ``repro/NAME``: evaluations run beside the study) summary and its per-problem results without the reply texts (``results.jsonl`` with each
 sample's verdict, extracted answer, token count and finish reason: ~0.4 KB a problem instead of
 ~1.6 KB, and ``ssb eval compare`` pairs the snapshot's runs problem by problem), and, once the
 study finished, study.json, report.md and the plots.  Safe to run while the study is running: it
@@ -21,7 +21,8 @@ from pathlib import Path
 PATTERNS = ["curate/stats.json", "curate/manifest.json", "arms/*/manifest.json",
             "arms/*/metrics.jsonl", "arms/*/heldout.jsonl", "arms/*/.ssb-run-stage.json",
             "eval/*/*/summary.json", "eval/*/*/.ssb-run-stage.json", "data/*/curated.jsonl",
-            "study.json", "report.md", "plots/*.png", "manifest.json"]
+            "study.json", "report.md", "plots/*.png", "manifest.json",
+            "repro/*/summary.json"]  # evaluations run beside a study (Part 2's reproduction)
 
 
 def main(run: Path, dest: Path) -> int:
@@ -32,7 +33,8 @@ def main(run: Path, dest: Path) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, target)
             copied += 1
-    for summary in sorted(run.glob("eval/*/*/summary.json")):
+    finished = [*run.glob("eval/*/*/summary.json"), *run.glob("repro/*/summary.json")]
+    for summary in sorted(finished):
         results = summary.parent / "results.jsonl"
         if results.is_file():
             target = dest / results.relative_to(run)

@@ -5,6 +5,7 @@ problem through `ssb eval compare`; an evaluation still running is not copied.""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,8 @@ def test_snapshot_keeps_per_problem_verdicts_without_texts(tiny_model_dir, tmp_p
     running = run / "eval" / "arithmetic" / "ssb"  # results so far, no summary: not finished
     running.mkdir(parents=True)
     (running / "results.jsonl").write_text((done / "results.jsonl").read_text())
+    beside = run / "repro" / "ssb"  # an evaluation run beside the study, finished
+    shutil.copytree(done, beside)
     dest = tmp_path / "snapshot"
     proc = subprocess.run([sys.executable, str(SCRIPT), str(run), str(dest)],
                           capture_output=True, text=True, timeout=60)
@@ -39,6 +42,9 @@ def test_snapshot_keeps_per_problem_verdicts_without_texts(tiny_model_dir, tmp_p
             {k: v for k, v in b.items() if k != "samples"}
     assert (dest / "eval/arithmetic/base/summary.json").is_file()
     assert not (dest / "eval/arithmetic/ssb").exists()
+    assert (dest / "repro/ssb/results.jsonl").read_text() == \
+        (dest / "eval/arithmetic/base/results.jsonl").read_text()
+    assert (dest / "repro/ssb/summary.json").is_file()
 
     code, stdout, err = ssb_cli("eval", "compare", str(done), str(dest / "eval/arithmetic/base"),
                                 "--json")

@@ -170,3 +170,19 @@ def test_arc_dev_rule_reads_a_real_min_correct_1_journal(replay_plugin, shared_d
     missing = subprocess.run([sys.executable, str(script), str(tmp_path / "none")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == 2 and "no curate journal" in missing.stderr
+
+
+def test_arc_dev_rule_falls_back_when_two_right_rollouts_pick_a_worse_teacher():
+    """The rule's second branch: min_correct 2 keeps enough, but its teacher is less accurate."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "arc_dev_rule.py"
+    spec = importlib.util.spec_from_file_location("arc_dev_rule", path)
+    rule = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rule)
+    numbers = {1: {"seen": 200, "keep_rate": 0.40, "teacher_accuracy": 0.70},
+               2: {"seen": 200, "keep_rate": 0.30, "teacher_accuracy": 0.65}}
+    choice, why = rule.choose(numbers, need=116, pool=869)
+    assert choice == 1 and "teacher accuracy 0.650 is below" in why
+    numbers[2]["teacher_accuracy"] = 0.70  # a tie keeps 2
+    assert rule.choose(numbers, need=116, pool=869)[0] == 2
