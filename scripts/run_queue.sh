@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 main=$(pwd)
 GSM8K=d323a82   # the GSM8K study's commit (Amendment 2)
-LATER=79eb5b6   # Parts 2-3 and ARC: the commit whose full suite passed on 2026-12-07 (session 5);
+LATER=11f3e03   # Parts 2-3 and ARC: session 5's code (full suite passed at 79eb5b6; since: scripts, docs);
                 # an amendment moves it (ARC: scripts/run_arc.sh says when, and why)
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
