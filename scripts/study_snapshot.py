@@ -6,8 +6,9 @@ Copies curate stats/manifest, each arm's manifest, metrics and held-out curves, 
 evaluation's summary (``eval/DATASET/ARM``, and ``repro/NAME``: evaluations run beside the
 study) and its per-problem results without the reply texts (``results.jsonl`` with each sample's
 verdict, extracted answer, token count and finish reason: ~0.4 KB a problem instead of ~1.6 KB;
-``ssb eval compare`` pairs the snapshot's runs problem by problem), and, once the study finished, study.json, report.md and the plots.  Safe to run while the study is running: it
-copies what exists (an eval's results only once it is finished, i.e. has its summary).
+``ssb eval compare`` pairs the snapshot's runs problem by problem), and, once the study
+finished, study.json, report.md and the plots.  Safe to run while the study is running: it copies
+what exists (an eval's results only once it is finished, i.e. has its summary).
 """
 
 from __future__ import annotations
