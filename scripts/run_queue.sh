@@ -9,6 +9,9 @@
 # 3. Part 2's reproduction check on llama.cpp (Amendments 3-4): the retrained ssb and sft adapters
 #    on the arithmetic study's 300 test problems, in ../ssb-part2's .venv;
 # 4. the ARC measurements (plugins/science/README.md: scripts/run_arc.sh), ../ssb-arc.
+# NOT READY (2026-12-07 12:35 UTC): every step evaluates trained adapters on vLLM, whose CPU LoRA
+# path dies at a batch of 32 (docs/study-gsm8k.md, Amendment 5); start it once the vLLM backend
+# serves adapters merged on a CPU and the pinned commits below have moved to that code.
 # Stop any of these runs started by hand first (`kill -TERM -- -PGID`): an output directory takes
 # one writer, so a second `ssb study` on it is refused and the queue stops there.
 # Rerunning resumes: a finished run is skipped through its own journals (seconds, plus an engine
