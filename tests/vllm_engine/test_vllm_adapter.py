@@ -1,5 +1,7 @@
 """`ssb eval --backend vllm --adapter DIR` with a peft LoRA written by `ssb distill`: the adapter
-changes the responses, and they are the transformers backend's with the same adapter."""
+changes the responses, and they are the transformers backend's with the same adapter, whether
+vLLM's CPU build serves it merged into the base (the default on a CPU, Amendment 5 of
+docs/study-gsm8k.md) or through its LoRA path (`-B cpu_adapter=lora`)."""
 
 from __future__ import annotations
 
@@ -48,3 +50,16 @@ def test_eval_with_a_distilled_adapter_matches_transformers(vllm_tiny, ssb_cli, 
     assert len(with_adapter) == 4
     assert with_adapter != _texts(tmp_path / "vllm-base"), "the adapter changed nothing"
     assert with_adapter == _texts(tmp_path / "hf-adapter")
+
+    # The default on a CPU served the merged model: a stamped directory made for this adapter.
+    from ssb.models import cache_dir
+    from ssb.stages.run import MERGE_STAMP
+
+    stamps = [json.loads(p.read_text()) for p in (cache_dir() / "merged").glob(f"*/{MERGE_STAMP}")]
+    assert any(st["adapter"] == str(adapter) for st in stamps), stamps
+    # vLLM's LoRA path, chosen explicitly, gives the same texts
+    done = run_ssb(*common, "--backend", "vllm", "--adapter", str(adapter), *TINY_OPTS,
+                   "-B", "max_lora_rank=8", "-B", "cpu_adapter=lora",
+                   "-B", f"log_file={tmp_path / 'c.log'}", "--out", str(tmp_path / "vllm-lora"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert _texts(tmp_path / "vllm-lora") == with_adapter

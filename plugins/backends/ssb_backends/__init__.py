@@ -90,7 +90,10 @@ _BACKENDS: dict[str, dict[str, Any]] = {
                    "$VLLM_CPU_KVCACHE_SPACE or 4; GPU default: from gpu_memory_utilization)",
                    volatile=True),
                  O("log_file", str, None, "where vLLM's own output goes (default: "
-                   "<ssb cache>/logs/vllm-*.log; 'stderr')", volatile=True))),
+                   "<ssb cache>/logs/vllm-*.log; 'stderr')", volatile=True),
+                 O("cpu_adapter", str, "merge", "on a CPU, serve an adapter merged into the "
+                   "base (merge: vLLM's CPU LoRA path stalls on large batches) or via LoRA "
+                   "(lora)"))),
 }
 
 

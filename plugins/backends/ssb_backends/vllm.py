@@ -141,6 +141,18 @@ def _env(name: str, value: str | None) -> Iterator[None]:
                 os.environ[name] = before
 
 
+def _merged(model: str, adapter: Path) -> Path:
+    """``adapter`` merged into ``model``'s fp32 weights, cached by the adapter's fingerprint
+    (``merge_adapter`` remakes it when the stamp no longer matches)."""
+    from ssb import models
+    from ssb.export import adapter_fingerprint
+    from ssb.stages.run import merge_adapter
+
+    out = models.cache_dir() / "merged" / adapter_fingerprint(adapter)[:24]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return merge_adapter(model, adapter, out)
+
+
 class VLLMBackend:
     name = "vllm"
 
@@ -148,7 +160,8 @@ class VLLMBackend:
                  gpu_memory_utilization: float = 0.9, max_lora_rank: int = 64,
                  max_model_len: int | None = None, dtype: str = "auto",
                  enforce_eager: bool = False, chunk_size: int = 512,
-                 kv_cache_space: int | None = None, log_file: str | None = None):
+                 kv_cache_space: int | None = None, log_file: str | None = None,
+                 cpu_adapter: str = "merge"):
         from ssb import models
 
         if kv_cache_space is not None and int(kv_cache_space) < 1:
@@ -163,11 +176,14 @@ class VLLMBackend:
         if max_model_len:
             kwargs["max_model_len"] = int(max_model_len)
         self.lora_request = None
+        if cpu_adapter not in ("merge", "lora"):
+            raise SsbError(f"vllm backend: cpu_adapter must be merge or lora, got {cpu_adapter!r}")
         if adapter:
             if not (Path(adapter).expanduser() / "adapter_config.json").is_file():
                 raise SsbError(f"adapter {adapter}: not a peft adapter directory "
                                "(no adapter_config.json)")
             kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank), max_loras=1)
+        self.adapter_served = None
         self.chunk_size = max(1, int(chunk_size))
         self.log_path: Path | None = None
         with self._quiet(log_file) as log_stream:
@@ -198,10 +214,20 @@ class VLLMBackend:
                 kwargs["gpu_memory_utilization"] = float(gpu_memory_utilization)
                 if kv_cache_space is not None:
                     kwargs["kv_cache_memory_bytes"] = int(kv_cache_space) << 30
-            if adapter:
+            if adapter and cpu and cpu_adapter == "merge":
+                # vLLM's CPU LoRA path did not finish one prefill of 28-32 requests with a
+                # rank-32 adapter in 10 minutes (docs/study-gsm8k.md, Amendment 5): on a CPU the
+                # adapter is merged into the fp32 base once (a cached, stamped HF directory) and
+                # that model is served like a base, in the same dtype.
+                kwargs["model"] = str(_merged(model, Path(adapter).expanduser()))
+                for key in ("enable_lora", "max_lora_rank", "max_loras"):
+                    kwargs.pop(key)
+                self.adapter_served = "merged"
+            elif adapter:
                 from vllm.lora.request import LoRARequest
 
                 self.lora_request = LoRARequest("adapter", 1, str(Path(adapter).expanduser()))
+                self.adapter_served = "lora"
             self._vllm = vllm
             try:
                 with _env(KV_ENV, str(gib) if gib is not None else None):
