@@ -4,14 +4,11 @@
 #
 #   nohup setsid bash scripts/run_queue.sh >> ../logs/queue.log 2>&1 &
 #
-# 1. the GSM8K study (docs/study-gsm8k.md; Amendment 2's commit), worktree ../ssb-study-gsm8k-vllm;
+# 1. the GSM8K study (docs/study-gsm8k.md; Amendment 5's commit), worktree ../ssb-study-gsm8k-vllm;
 # 2. Parts 2 and 3 on arithmetic (studies/arithmetic-part2.toml, Amendments 3-4), ../ssb-part2;
 # 3. Part 2's reproduction check on llama.cpp (Amendments 3-4): the retrained ssb and sft adapters
 #    on the arithmetic study's 300 test problems, in ../ssb-part2's .venv;
 # 4. the ARC measurements (plugins/science/README.md: scripts/run_arc.sh), ../ssb-arc.
-# NOT READY (2026-12-07 12:35 UTC): every step evaluates trained adapters on vLLM, whose CPU LoRA
-# path dies at a batch of 32 (docs/study-gsm8k.md, Amendment 5); start it once the vLLM backend
-# serves adapters merged on a CPU and the pinned commits below have moved to that code.
 # Stop any of these runs started by hand first (`kill -TERM -- -PGID`): an output directory takes
 # one writer, so a second `ssb study` on it is refused and the queue stops there.
 # Rerunning resumes: a finished run is skipped through its own journals (seconds, plus an engine
@@ -20,8 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 main=$(pwd)
-GSM8K=d323a82   # the GSM8K study's commit (Amendment 2)
-LATER=11f3e03   # Parts 2-3 and ARC: session 5's code (full suite passed at 79eb5b6; since: scripts, docs);
+GSM8K=15ab09a   # the GSM8K study's commit (Amendment 5: adapters served merged on vLLM-CPU)
+LATER=15ab09a   # Parts 2-3 and ARC: session 5's code (full suite at 79eb5b6; vLLM suite at 15ab09a);
                 # an amendment moves it (ARC: scripts/run_arc.sh says when, and why)
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
