@@ -269,6 +269,21 @@ def bench_step_time(model_dir: Path, batch: int, max_length: int, repeats: int =
 
 
 
+def study_lora(ref, dtype: str):
+    """The studies' LoRA (r=32, alpha 32, every projection) on ``ref`` loaded in ``dtype``, in
+    train mode, seeded, with its AdamW: what the step-time benchmarks train."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from ssb.models import load_causal_lm
+
+    torch.manual_seed(0)
+    lm = get_peft_model(load_causal_lm(ref, dtype=dtype), LoraConfig(
+        r=32, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).train()
+    return lm, torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+
+
 def bench_teacher_cache(model: str, records, batch: int, max_length: int,
                         repeats: int = 2) -> dict:
     """One training step (collate, teacher, student, loss, backward, AdamW) with the online
@@ -276,10 +291,8 @@ def bench_teacher_cache(model: str, records, batch: int, max_length: int,
     (epochs 2 and later).  The study's LoRA (r=32, every projection), fp32."""
     import statistics
 
-    import torch
-    from peft import LoraConfig, get_peft_model
 
-    from ssb.models import load_causal_lm, load_tokenizer, resolve
+    from ssb.models import load_tokenizer, resolve
     from ssb.stages.distill.alignment import align_records
     from ssb.stages.distill.batching import DistillCollator
     from ssb.stages.distill.step import distill_step, resolve_loss_terms
@@ -288,11 +301,7 @@ def bench_teacher_cache(model: str, records, batch: int, max_length: int,
     ref = resolve(model)
     tok = load_tokenizer(ref)
     examples, _ = align_records(tok, records[:batch], max_length=max_length)
-    torch.manual_seed(0)
-    lm = get_peft_model(load_causal_lm(ref, dtype="float32"), LoraConfig(
-        r=32, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
-            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])).train()
-    opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+    lm, opt = study_lora(ref, "float32")
     terms = resolve_loss_terms("kl=1,ce=0")
     cache = TeacherCache(1 << 34)
     setups = {"recomputed": None, "cached": cache}
@@ -325,9 +334,8 @@ def bench_cpu_dtype(model: str, records, batch: int, max_length: int, repeats: i
     import statistics
 
     import torch
-    from peft import LoraConfig, get_peft_model
 
-    from ssb.models import load_causal_lm, load_tokenizer, resolve
+    from ssb.models import load_tokenizer, resolve
     from ssb.stages.distill.alignment import align_records
     from ssb.stages.distill.batching import DistillCollator
     from ssb.stages.distill.step import distill_step, resolve_loss_terms
@@ -338,12 +346,7 @@ def bench_cpu_dtype(model: str, records, batch: int, max_length: int, repeats: i
     terms = resolve_loss_terms("kl=1,ce=0")
     out: dict[str, dict] = {}
     for dtype in ("float32", "bfloat16"):
-        torch.manual_seed(0)
-        lm = get_peft_model(load_causal_lm(ref, dtype=dtype), LoraConfig(
-            r=32, lora_alpha=32, task_type="CAUSAL_LM", target_modules=[
-                "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                "down_proj"])).train()
-        opt = torch.optim.AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-5)
+        lm, opt = study_lora(ref, dtype)
         times, first = [], None
         for r in range(repeats + 1):  # the first step warms up
             t0 = time.perf_counter()

@@ -125,14 +125,19 @@ def machine_info() -> dict:
     return info
 
 
-def _cpu_model() -> str | None:
+def _cpuinfo(key: str) -> str | None:
+    """The value of /proc/cpuinfo's first ``key`` line (None where there is none)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(key):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or None
+    return None
+
+
+def _cpu_model() -> str | None:
+    return _cpuinfo("model name") or platform.processor() or None
 
 
 # The vector and matrix extensions CPU speed depends on (bf16 training, llama.cpp kernels): the
@@ -141,14 +146,8 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_i
 
 
 def _cpu_isa() -> list[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                return [f for f in ISA_FLAGS if f in flags]
-    except OSError:
-        pass
-    return []
+    flags = set((_cpuinfo("flags") or "").split())
+    return [f for f in ISA_FLAGS if f in flags]
 
 
 def _memory_gib() -> float | None:

@@ -21,20 +21,18 @@ from pathlib import Path
 
 
 def rule_numbers(journal: Path) -> dict[int, dict[str, float]]:
-    last: dict[str, dict] = {}
-    with journal.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                entry = json.loads(line)
-                last[entry["id"]] = entry
-    # A question whose rollouts or teacher failed (status "error") was not seen: it would lower
-    # the keep rate for a reason that is not the rule's.
-    last = {pid: e for pid, e in last.items() if e["status"] != "error"}
+    from ssb.journal import Journal
+    from ssb.stages.selection import ERROR, KEPT, TEACHER_WRONG, latest_outcomes
+
+    # A question whose rollouts or teacher failed (ERROR) was not seen: it would lower the keep
+    # rate for a reason that is not the rule's.
+    last = {pid: e for pid, e in latest_outcomes(Journal(journal).read()).items()
+            if e["status"] != ERROR}
     numbers = {}
     for k in (1, 2):
-        sent = [e for e in last.values() if e["status"] in ("kept", "teacher_wrong")
+        sent = [e for e in last.values() if e["status"] in (KEPT, TEACHER_WRONG)
                 and sum(e["rollout_correct"]) >= k]
-        kept = sum(e["status"] == "kept" for e in sent)
+        kept = sum(e["status"] == KEPT for e in sent)
         numbers[k] = {"seen": len(last), "to_teacher": len(sent), "kept": kept,
                       "keep_rate": kept / max(len(last), 1),
                       "teacher_accuracy": kept / max(len(sent), 1)}

@@ -183,7 +183,6 @@ class VLLMBackend:
                 raise SsbError(f"adapter {adapter}: not a peft adapter directory "
                                "(no adapter_config.json)")
             kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank), max_loras=1)
-        self.adapter_served = None
         self.chunk_size = max(1, int(chunk_size))
         self.log_path: Path | None = None
         with self._quiet(log_file) as log_stream:
@@ -222,12 +221,10 @@ class VLLMBackend:
                 kwargs["model"] = str(_merged(model, Path(adapter).expanduser()))
                 for key in ("enable_lora", "max_lora_rank", "max_loras"):
                     kwargs.pop(key)
-                self.adapter_served = "merged"
             elif adapter:
                 from vllm.lora.request import LoRARequest
 
                 self.lora_request = LoRARequest("adapter", 1, str(Path(adapter).expanduser()))
-                self.adapter_served = "lora"
             self._vllm = vllm
             try:
                 with _env(KV_ENV, str(gib) if gib is not None else None):
