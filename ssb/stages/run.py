@@ -75,8 +75,9 @@ class PipelineStages:
 
     def check_pipeline(self) -> None:
         """What every pipeline checks before any stage: the domain (a default only when one is
-        installed or the dataset names it) and the launcher (a command that exists), so a bad
-        value fails now, not after curate."""
+        installed or the dataset names it), the launcher (a command that exists) and the
+        backend's options (parsed by the backend), so a bad value fails now, not after curate;
+        ``eval`` defaults to the training dataset."""
         from ssb.plugins import get_registry
 
         registry = get_registry()
@@ -94,6 +95,10 @@ class PipelineStages:
                 self.domain = domains[0]
         if self.launcher is not None:
             check_launcher(self.launcher)
+        if not self.eval:
+            self.eval = [self.dataset or self.domain]
+        self.backend_options = registry.backend(self.backend).parse_options(
+            self.backend_options)
 
     def curate_config(self, model: str, out: Path, overrides: dict[str, Any] | None = None):
         """``overrides``: options over the ``[curate]`` table (a study's rounds arm)."""
@@ -180,10 +185,6 @@ class RunConfig(PipelineStages, PipelineOptions, StageConfig):
 
         self.check_pipeline()
         registry = get_registry()
-        if not self.eval:
-            self.eval = [self.dataset or self.domain]
-        self.backend_options = registry.backend(self.backend).parse_options(
-            self.backend_options)
         if self.rounds > 1:
             for name in {self.backend, self.eval_backend or self.backend}:
                 if serves_students(registry.backend(name)) is None:

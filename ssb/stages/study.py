@@ -85,14 +85,7 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
         "(TOML: [[arms]]).")
 
     def check(self) -> None:
-        from ssb.plugins import get_registry
-
         self.check_pipeline()
-        registry = get_registry()
-        if not self.eval:
-            self.eval = [self.dataset or self.domain]
-        self.backend_options = registry.backend(self.backend).parse_options(
-            self.backend_options)
         names = [a.get("name") for a in self.arms]
         if not self.arms or not all(isinstance(n, str) and n for n in names):
             raise ConfigError("--arms: every arm needs a name")
