@@ -109,7 +109,7 @@ class StudyConfig(PipelineStages, PipelineOptions, StageConfig):
                 check_round_arm(self, arm, earlier)
             else:
                 self.distill_config(arm, out / "data" / "train", out / "data" / "heldout",
-                                    out / "arms" / arm["name"])
+                                    arm_train_dir(out, arm))
             earlier[arm["name"]] = arm
         for spec in self.eval:
             self.eval_config(spec, self.model, None, out / "eval")
@@ -280,7 +280,7 @@ def study(config: StudyConfig, *, on_event: EventCallback | None = None) -> Stud
                     continue
                 (model, adapter), template = student, None
             else:
-                arm_dir = out / "arms" / arm["name"]
+                arm_dir = arm_train_dir(out, arm)
                 run_stage("distill", config.distill_config(arm, train_dir, held_dir, arm_dir),
                           arm_dir, report, rerun=config.restart, launcher=config.launcher)
                 adapter, template = arm_dir / "adapter", None
@@ -385,7 +385,8 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
         held = list(read_jsonl(arm_dir / "heldout.jsonl")) if (arm_dir / "heldout.jsonl").exists() \
             else []
         data["arms"][name] = {"distill": manifest.get("config", {}),
-                              "summary": manifest.get("summary", {}), "heldout": held}
+                              "summary": manifest.get("summary", {}), "heldout": held,
+                              "dir": arm_dir.relative_to(out).as_posix()}
     for spec in config.eval:
         dataset = parse_eval_spec(spec)[0]
         dirs = {a: out / "eval" / dataset / a for a in [BASE, *arms]}
@@ -497,9 +498,8 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                      f"| {arm['summary'].get('steps', '-')} | {kl} | {ce} |")
     lines += ["", "![held-out curves](plots/heldout-curves.png)", ""]
     charts.append({"kind": "arm_curves", "path": "plots/heldout-curves.png",
-                   "arms": [{"name": n, "heldout": str(
-                       (round_dir(out, n) / "distill" if n in data.get("rounds", {})
-                        else out / "arms" / n) / "heldout.jsonl")} for n in arms]})
+                   "arms": [{"name": n, "heldout": str(out / data["arms"][n]["dir"] /
+                                                       "heldout.jsonl")} for n in arms]})
     for dataset, entry in data["eval"].items():
         lines += [f"## Eval: {dataset} ({entry['problems']} paired problems)", "",
                   "| arm | accuracy | 95% CI |", "|---|---|---|"]
