@@ -34,9 +34,8 @@ from typing import Any
 
 from ssb.errors import SsbError
 from ssb.journal import check_write_target, set_output_mode
+from ssb.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_fingerprint
 
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 # peft module path inside a decoder layer -> llama.cpp tensor name inside blk.N
 MODULE_TO_GGUF = {
@@ -415,21 +414,6 @@ def _check_written(path: Path, tensors: list[tuple[str, Any]], out_path: Path) -
 
         raise DiskFull(str(out_path))
     raise SsbError(f"{out_path}: the GGUF file written does not read back whole; not kept")
-
-
-def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
-    """sha256 over the adapter's config and weights (decides when a cached export is stale)."""
-    import hashlib
-
-    from ssb.stage import sha256_file
-
-    adapter_dir = Path(adapter_dir)
-    h = hashlib.sha256()
-    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
-        p = adapter_dir / name
-        h.update(name.encode())
-        h.update(sha256_file(p).encode() if p.exists() else b"-")
-    return h.hexdigest()
 
 
 def ensure_gguf_adapter(adapter_dir: str | os.PathLike, out_path: str | os.PathLike,

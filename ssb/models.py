@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import json
 import os
 import shutil
 import subprocess
@@ -295,6 +296,71 @@ def _convert_gguf(gguf: Path, target: Path) -> None:
 def _mkdir(p: Path) -> Path:
     p.mkdir(parents=True, exist_ok=True)
     return p
+
+
+ADAPTER_CONFIG = "adapter_config.json"  # a peft LoRA directory: its config and weights
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MERGE_STAMP = "ssb-merged.json"  # in a merged model directory: the base and adapter it holds
+
+
+def adapter_fingerprint(adapter_dir: str | os.PathLike) -> str:
+    """sha256 over the adapter's config and weights (decides when a cached export or merge is
+    stale)."""
+    from ssb.stage import sha256_file
+
+    adapter_dir = Path(adapter_dir)
+    h = hashlib.sha256()
+    for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
+        p = adapter_dir / name
+        h.update(name.encode())
+        h.update(sha256_file(p).encode() if p.exists() else b"-")
+    return h.hexdigest()
+
+
+def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
+    """Fold a LoRA into the base weights, saved as an HF directory at ``out`` (at
+    ``dtype="auto"``: fp32 on a CPU): the next round's model, or a student served merged.
+    ``MERGE_STAMP`` records the base and the adapter's fingerprint: made once, remade when the
+    adapter changed (or the directory predates the stamp); one process merges at a time."""
+    from ssb.journal import atomic_write_json
+
+    adapter, out = Path(adapter), Path(out)
+    stamp = {"base": str(base_model), "adapter": str(adapter),
+             "adapter_sha256": adapter_fingerprint(adapter)}
+
+    def made() -> bool:
+        try:
+            return (json.loads((out / MERGE_STAMP).read_text(encoding="utf-8")) == stamp
+                    and (out / "config.json").exists())
+        except (OSError, json.JSONDecodeError):
+            return False
+
+    if made():
+        return out
+    with _file_lock(_mkdir(out.parent) / f".{out.name}.lock"):
+        if made():  # another process merged it while this one waited
+            return out
+        from peft import PeftModel
+
+        model = load_causal_lm(base_model, dtype="auto")
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(str(tmp), safe_serialization=True)
+        load_tokenizer(base_model).save_pretrained(str(tmp))
+        atomic_write_json(tmp / MERGE_STAMP, stamp)
+        if out.exists():  # a merge of another adapter: derived, and remade from its sources
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    return out
+
+
+def cached_merge(base_model: str, adapter: str | os.PathLike) -> Path:
+    """``adapter`` merged into ``base_model`` once, in the cache (``cache_dir()/merged/``, keyed
+    by the base and the adapter's fingerprint): how a backend serves a student it cannot serve
+    as a LoRA."""
+    key = hashlib.sha256(f"{base_model}|{adapter_fingerprint(adapter)}".encode()).hexdigest()
+    return merge_adapter(base_model, Path(adapter), cache_dir() / "merged" / key[:24])
 
 
 def load_tokenizer(model: str | ModelRef):

@@ -33,6 +33,31 @@ def test_layers_keep_cli_libraries_out_of_the_core():
     assert offenders == []
 
 
+# What a plugin may import of ssb: the core contracts and services (docs/architecture.md), never
+# a stage, the export or the CLI: `plugins -> core`.
+CORE_MODULES = {"answers", "dataio", "environment", "errors", "events", "hookspecs", "journal",
+                "models", "options", "plugins", "processes", "prompts", "records", "secrets",
+                "stage", "testing", "types", "verification"}
+
+
+def test_plugins_import_only_the_core():
+    root = Path(__file__).resolve().parent.parent
+    pattern = re.compile(r"^\s*(?:from\s+ssb\.(\w+)|import\s+ssb\.(\w+)|from\s+ssb\s+import\s+(\w+))",
+                         re.M)
+    seen, offenders = set(), []
+    for base in ("plugins", "examples"):
+        for path in (root / base).rglob("*.py"):
+            if "build" in path.relative_to(root).parts or "tests" in path.relative_to(root).parts:
+                continue
+            for match in pattern.finditer(path.read_text(encoding="utf-8")):
+                module = next(g for g in match.groups() if g)
+                seen.add(module)
+                if module not in CORE_MODULES:
+                    offenders.append(f"{path.relative_to(root)}: ssb.{module}")
+    assert {"models", "records", "hookspecs"} <= seen  # the pattern reads real imports
+    assert offenders == []
+
+
 def test_no_library_module_is_over_600_lines():
     """Issue 22: one job per module; curate.py (730) and distill/trainer.py (674) were split into
     the driver and stages/selection.py, the stage and distill/hf_trainer.py."""

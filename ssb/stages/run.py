@@ -36,6 +36,7 @@ from typing import Any, Callable, ClassVar
 from ssb.errors import SsbError
 from ssb.events import Event, EventCallback, Reporter
 from ssb.journal import atomic_write_json
+from ssb.models import MERGE_STAMP, merge_adapter  # noqa: F401  (re-exported)
 from ssb.option_groups import PipelineOptions
 from ssb.options import CONTROL_OPTIONS, ConfigError, StageConfig, option
 from ssb.secrets import redact, redact_text
@@ -301,14 +302,13 @@ def _comparable(config: dict[str, Any], ignored: frozenset[str] = frozenset()
     return {k: v for k, v in config.items() if k not in CONTROL_OPTIONS and k not in ignored}
 
 
-MERGE_STAMP = "ssb-merged.json"  # in a merged model directory: the base and adapter it holds
 
 
 def stage_inputs(config: Any) -> dict[str, str]:
     """Fingerprints of what a stage reads that a pipeline makes and may remake under the same
     path: its LoRA adapter(s), its curated records, a merged model (by its stamp).  A completed
     stage whose inputs changed is stale even though its config did not."""
-    from ssb.export import adapter_fingerprint
+    from ssb.models import adapter_fingerprint
     from ssb.stage import sha256_file
 
     inputs: dict[str, str] = {}
@@ -362,40 +362,6 @@ def run_stage(stage: str, config: Any, out: Path, report: Reporter, *, rerun: bo
     atomic_write_json(marker, {"stage": stage, "config": recorded, "inputs": inputs,
                                "seconds": round(time.time() - started, 1)})
     return True
-
-
-def merge_adapter(base_model: str, adapter: Path, out: Path) -> Path:
-    """Fold a LoRA into the base weights (the next round's model), saved as an HF directory (at
-    ``dtype="auto"``: fp32 on a CPU).  ``MERGE_STAMP`` records the base and the adapter's
-    fingerprint: made once, remade when the adapter changed (or the directory predates the
-    stamp)."""
-    import shutil
-
-    from ssb.export import adapter_fingerprint
-
-    stamp = {"base": str(base_model), "adapter": str(adapter),
-             "adapter_sha256": adapter_fingerprint(adapter)}
-    try:
-        if json.loads((out / MERGE_STAMP).read_text(encoding="utf-8")) == stamp \
-                and (out / "config.json").exists():
-            return out
-    except (OSError, json.JSONDecodeError):
-        pass
-    from peft import PeftModel
-
-    from ssb.models import load_causal_lm, load_tokenizer
-
-    model = load_causal_lm(base_model, dtype="auto")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    merged.save_pretrained(str(tmp), safe_serialization=True)
-    load_tokenizer(base_model).save_pretrained(str(tmp))
-    atomic_write_json(tmp / MERGE_STAMP, stamp)
-    if out.exists():  # a merge of another adapter: derived, and remade from its sources
-        shutil.rmtree(out)
-    os.replace(tmp, out)
-    return out
 
 
 # -- rounds: the round-r student on each backend ----------------------------------------------
@@ -454,7 +420,7 @@ def student_adapters(path: str | os.PathLike) -> list[Path] | None:
     """
     import re
 
-    from ssb.export import ADAPTER_CONFIG
+    from ssb.models import ADAPTER_CONFIG
 
     path = Path(path)
 

@@ -23,7 +23,7 @@ A round that keeps too few problems to hold ``heldout`` out and train on the res
 (``stopped.json`` says why): the arm, and any round after it, is reported as stopped and is not
 evaluated.  If the student a round continues changes (the earlier arm retrained), every stage of
 the round sees its inputs changed and runs afresh, the old outputs moved aside
-(:func:`ssb.stages.run.run_stage`, :func:`ssb.stages.run.merge_adapter`).
+(:func:`ssb.stages.run.run_stage`, :func:`ssb.models.merge_adapter`).
 """
 
 from __future__ import annotations
@@ -138,7 +138,8 @@ def run_round_arm(config: Any, arm: dict[str, Any], report: Any,
     from ssb.export import ensure_folded_adapter
     from ssb.plugins import get_registry
     from ssb.stages.curate import CURATED
-    from ssb.stages.run import merge_adapter, serves_students, student_on
+    from ssb.models import merge_adapter
+    from ssb.stages.run import serves_students, student_on
     from ssb.stages.study import split_records
 
     out, name = Path(config.out), arm["name"]

@@ -141,18 +141,6 @@ def _env(name: str, value: str | None) -> Iterator[None]:
                 os.environ[name] = before
 
 
-def _merged(model: str, adapter: Path) -> Path:
-    """``adapter`` merged into ``model``'s fp32 weights, cached by the adapter's fingerprint
-    (``merge_adapter`` remakes it when the stamp no longer matches)."""
-    from ssb import models
-    from ssb.export import adapter_fingerprint
-    from ssb.stages.run import merge_adapter
-
-    out = models.cache_dir() / "merged" / adapter_fingerprint(adapter)[:24]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return merge_adapter(model, adapter, out)
-
-
 class VLLMBackend:
     name = "vllm"
 
@@ -218,7 +206,7 @@ class VLLMBackend:
                 # rank-32 adapter in 10 minutes (docs/study-gsm8k.md, Amendment 5): on a CPU the
                 # adapter is merged into the fp32 base once (a cached, stamped HF directory) and
                 # that model is served like a base, in the same dtype.
-                kwargs["model"] = str(_merged(model, Path(adapter).expanduser()))
+                kwargs["model"] = str(models.cached_merge(model, Path(adapter).expanduser()))
                 for key in ("enable_lora", "max_lora_rank", "max_loras"):
                     kwargs.pop(key)
             elif adapter:
