@@ -36,7 +36,6 @@ from ssb.errors import SsbError
 from ssb.journal import check_write_target, set_output_mode
 from ssb.models import ADAPTER_CONFIG, ADAPTER_WEIGHTS, adapter_fingerprint
 
-
 # peft module path inside a decoder layer -> llama.cpp tensor name inside blk.N
 MODULE_TO_GGUF = {
     "self_attn.q_proj": "attn_q",

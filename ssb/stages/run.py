@@ -302,8 +302,6 @@ def _comparable(config: dict[str, Any], ignored: frozenset[str] = frozenset()
     return {k: v for k, v in config.items() if k not in CONTROL_OPTIONS and k not in ignored}
 
 
-
-
 def stage_inputs(config: Any) -> dict[str, str]:
     """Fingerprints of what a stage reads that a pipeline makes and may remake under the same
     path: its LoRA adapter(s), its curated records, a merged model (by its stamp).  A completed

@@ -136,9 +136,9 @@ def run_round_arm(config: Any, arm: dict[str, Any], report: Any,
     its student for evaluation, or None when the round stops (too few kept, or the round it
     continues stopped)."""
     from ssb.export import ensure_folded_adapter
+    from ssb.models import merge_adapter
     from ssb.plugins import get_registry
     from ssb.stages.curate import CURATED
-    from ssb.models import merge_adapter
     from ssb.stages.run import serves_students, student_on
     from ssb.stages.study import split_records
 

@@ -52,8 +52,7 @@ def test_eval_with_a_distilled_adapter_matches_transformers(vllm_tiny, ssb_cli, 
     assert with_adapter == _texts(tmp_path / "hf-adapter")
 
     # The default on a CPU served the merged model: a stamped directory made for this adapter.
-    from ssb.models import cache_dir
-    from ssb.models import MERGE_STAMP
+    from ssb.models import MERGE_STAMP, cache_dir
 
     stamps = [json.loads(p.read_text()) for p in (cache_dir() / "merged").glob(f"*/{MERGE_STAMP}")]
     assert any(st["adapter"] == str(adapter) for st in stamps), stamps
