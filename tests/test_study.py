@@ -134,9 +134,15 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     assert prompt_summary.get("adapter") is None
     assert not (out / "arms" / "prompt").exists()
     assert len(flags["base"]) == entry["problems"] == 8
-    for run in entry["runs"]:  # accuracy = the arm's own results file
+    for run in entry["runs"]:  # accuracy, truncation and reply length = the arm's own replies
         f = flags[run["arm"]]
         assert run["accuracy"] == pytest.approx(sum(f.values()) / len(f))
+        replies = [s for line in (out / "eval" / "coinflip" / run["arm"] / "results.jsonl")
+                   .read_text().splitlines() for s in json.loads(line)["samples"]]
+        assert run["truncation_rate"] == pytest.approx(
+            sum(r["finish_reason"] == "length" for r in replies) / len(replies))
+        assert run["mean_response_tokens"] == pytest.approx(
+            sum(r["num_tokens"] for r in replies) / len(replies))
     for arm, c in zip(("ssb", "sft", "prompt"), entry["vs_base"]):  # discordant counts
         assert c["b_only"] == sum(flags[arm][i] and not flags["base"][i] for i in flags[arm])
         assert c["a_only"] == sum(flags["base"][i] and not flags[arm][i] for i in flags[arm])
@@ -158,6 +164,8 @@ def test_study_two_arms_killed_resumed_and_reported(tmp_path, tiny_model_dir, co
     report = (out / "report.md").read_text()
     for run in entry["runs"]:
         assert f"| {run['arm']} | {100 * run['accuracy']:.1f}% |" in report
+        assert (f"| {100 * run['truncation_rate']:.1f}% | {run['mean_response_tokens']:.0f} |"
+                in report)
     assert (out / "plots" / "heldout-curves.png").exists()
     assert (out / "plots" / "accuracy-coinflip.png").exists()
     assert (out / "plots" / "accuracy-coinflip-again.png").exists()

@@ -418,6 +418,8 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
                     {**versus["comparisons"][0], "arm": name, "previous": r["round_of"]})
         for run, label in zip(entry["runs"], [BASE, *evaluated]):
             run["arm"] = label
+            summary = json.loads((dirs[label] / "summary.json").read_text(encoding="utf-8"))
+            run.update({k: summary.get(k) for k in ("truncation_rate", "mean_response_tokens")})
         data["eval"][dataset] = entry
     data["complete"] = not data["pending"]
     return data
@@ -502,10 +504,13 @@ def write_study_report(out: Path, data: dict[str, Any]) -> Path:
                                                        "heldout.jsonl")} for n in arms]})
     for dataset, entry in data["eval"].items():
         lines += [f"## Eval: {dataset} ({entry['problems']} paired problems)", "",
-                  "| arm | accuracy | 95% CI |", "|---|---|---|"]
+                  "| arm | accuracy | 95% CI | truncated at the budget | mean reply (tokens) |",
+                  "|---|---|---|---|---|"]
         for run in entry["runs"]:
+            tokens = run.get("mean_response_tokens")
             lines.append(f"| {run['arm']} | {_pct(run['accuracy'])} | {_pct(run['ci_low'])} – "
-                         f"{_pct(run['ci_high'])} |")
+                         f"{_pct(run['ci_high'])} | {_pct(run.get('truncation_rate'))} | "
+                         f"{'-' if tokens is None else f'{tokens:.0f}'} |")
         lines += [""] + _comparison_rows(entry["vs_base"], BASE, entry["arms"]) + [""]
         for baseline in BASELINES:
             if f"vs_{baseline}" in entry:
