@@ -268,7 +268,6 @@ def bench_step_time(model_dir: Path, batch: int, max_length: int, repeats: int =
     return {name: statistics.median(v) for name, v in times.items()}
 
 
-
 def study_lora(ref, dtype: str):
     """The studies' LoRA (r=32, alpha 32, every projection) on ``ref`` loaded in ``dtype``, in
     train mode, seeded, with its AdamW: what the step-time benchmarks train."""

@@ -50,3 +50,17 @@ def test_sampling_translation():
 def test_bad_kv_cache_space_is_refused_before_importing_vllm(tiny_model_dir):
     with pytest.raises(SsbError, match="kv_cache_space must be >= 1"):
         get_registry().backend("vllm").create(str(tiny_model_dir), kv_cache_space=0)
+
+
+def test_bad_cpu_adapter_is_refused_when_the_option_is_parsed(monkeypatch, tiny_model_dir):
+    """`-B cpu_adapter=...` is checked against its declared values (merge|lora) when the options
+    are parsed, before any engine or model loads, and by the constructor for direct callers."""
+    factory = get_registry().backend("vllm")
+    assert factory.parse_options({"cpu_adapter": "lora"})["cpu_adapter"] == "lora"
+    with pytest.raises(SsbError, match="cpu_adapter"):
+        factory.parse_options({"cpu_adapter": "merged"})
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(SsbError, match="cpu_adapter must be merge or lora"):
+        from ssb_backends.vllm import VLLMBackend
+
+        VLLMBackend(str(tiny_model_dir), cpu_adapter="merged")

@@ -522,6 +522,8 @@ def compare_runs(paths: Sequence[str | os.PathLike], *, alpha: float = 0.05,
             "split": r.summary.get("split"), "model": r.summary.get("model"),
             "adapter": r.summary.get("adapter"), "backend": r.summary.get("backend"),
             "n_total": len(r.scores), "accuracy": mean, "ci_low": lo, "ci_high": hi,
+            "truncation_rate": r.summary.get("truncation_rate"),
+            "mean_response_tokens": r.summary.get("mean_response_tokens"),
         })
         if i == 0:
             continue

@@ -418,8 +418,6 @@ def build_study(out: Path, config: StudyConfig, n_train: int, n_held: int) -> di
                     {**versus["comparisons"][0], "arm": name, "previous": r["round_of"]})
         for run, label in zip(entry["runs"], [BASE, *evaluated]):
             run["arm"] = label
-            summary = json.loads((dirs[label] / "summary.json").read_text(encoding="utf-8"))
-            run.update({k: summary.get(k) for k in ("truncation_rate", "mean_response_tokens")})
         data["eval"][dataset] = entry
     data["complete"] = not data["pending"]
     return data

@@ -93,7 +93,7 @@ _BACKENDS: dict[str, dict[str, Any]] = {
                    "<ssb cache>/logs/vllm-*.log; 'stderr')", volatile=True),
                  O("cpu_adapter", str, "merge", "on a CPU, serve an adapter merged into the "
                    "base (merge: vLLM's CPU LoRA path stalls on large batches) or via LoRA "
-                   "(lora)"))),
+                   "(lora)", values="merge|lora"))),
 }
 
 

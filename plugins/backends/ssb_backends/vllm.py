@@ -167,7 +167,7 @@ class VLLMBackend:
         if cpu_adapter not in ("merge", "lora"):
             raise SsbError(f"vllm backend: cpu_adapter must be merge or lora, got {cpu_adapter!r}")
         if adapter:
-            if not (Path(adapter).expanduser() / "adapter_config.json").is_file():
+            if not (Path(adapter).expanduser() / models.ADAPTER_CONFIG).is_file():
                 raise SsbError(f"adapter {adapter}: not a peft adapter directory "
                                "(no adapter_config.json)")
             kwargs.update(enable_lora=True, max_lora_rank=int(max_lora_rank), max_loras=1)
