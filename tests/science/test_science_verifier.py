@@ -75,6 +75,10 @@ HOSTILE = [
     "Answer: A, " * 20_000, "not " * 50_000 + "A", "\n" * 200_000, "drought " * 50_000,
     "\\boxed{" * 5_000 + "C" + "}" * 5_000, "A is correct " * 20_000, "A. fog\n" * 30_000,
     "é" * 300_000 + "\\boxed{C}",
+    # the next-line marker, list negation and the restated-choice list
+    "Answer:\n" * 100_000, "**Answer**:\n\n" * 50_000, "not A, " * 50_000 + "C",
+    "A, B or " * 50_000, "cannot be A or " * 40_000, "Answer:\nA. fog\n" * 40_000,
+    "A) fog\nB) rain\nC) drought\nD) tornado\n" * 20_000 + "C) drought", "+1 -1 " * 100_000,
 ]
 
 

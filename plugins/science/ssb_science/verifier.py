@@ -11,8 +11,14 @@ What a reply chooses (the **last explicit choice counts**):
   ``\\boxed{\\text{C}}``, or a choice's exact text in the box); an answer marker followed by a
   choice ("The answer is (C)", "Answer: C", "The correct option is C", "Final answer: C", "I
   choose C"); a choice said to be right ("(C) is correct", "C is the best answer").  The letter
-  may be followed by its text ("Answer: (C) Planetary days will become shorter.").  A marker or
-  box that names no choice ("The answer is clear") is not a statement of a choice.
+  may be followed by its text ("Answer: (C) Planetary days will become shorter.").  A marker
+  with nothing after it on its line ("The correct answer is:") takes the next non-empty line
+  when that line is a choice alone or a choice's text (not when it starts the list of choices).
+  A marker or box that names no choice ("The answer is clear") is not a statement of a choice.
+* a letter alone (``\\boxed{C}``, "Answer: C") is that letter even where a choice's text is a
+  letter (a choice "C" for carbon).  Texts are compared in lower case and words only; choices
+  that are then equal ("+1" / "-1", "Rr" / "rr", "-10°C" / "10°C") are told apart by the text
+  as written, case and signs kept.
 * without ``strict`` only (rollouts, eval, ``ssb verify``), when no explicit statement names a
   choice: the last non-empty line, when it is a choice alone ("C", "(C).", "Option C", "**C**",
   "C. <its text>"), a short line naming exactly one letter ("Therefore, (C)."), or a line that
@@ -21,9 +27,11 @@ What a reply chooses (the **last explicit choice counts**):
 Wrong, with the reason in ``Verdict.detail``: no choice at all; a final statement that names two
 different choices ("\\boxed{A} or \\boxed{B}", "Answer: A, B, C and D", a letter followed by a
 *different* choice's text); a letter that is not one of the question's choices; a reply that
-ends with the list of choices quoted back.  Never a choice: a letter inside a word ("Carbon"), a
-capital used as an article ("The answer is A metal spoon" -- unless that is a choice's text), a
-negated letter ("not A", "isn't A", "neither A nor B").
+ends with the list of choices quoted back (the list followed by one of its lines again is that
+choice).  Never a choice: a letter inside a word ("Carbon"), a capital used as an article ("The
+answer is A metal spoon" -- unless that is a choice's text), a negated letter ("not A", "isn't
+A", "cannot be A", "neither A nor B"), and every letter of a list that starts with a negated one
+("not A, B or D"; but "not A, C is correct" names C).
 
 Bounded: the reply's last :data:`MAX_CHARS` characters are read with linear regular expressions
 (no nested quantifiers), and only the last :data:`MAX_STATEMENTS` statements of each kind are
@@ -109,6 +117,31 @@ def norm(s: str) -> str:
     return _NON_WORD.sub(" ", s).strip()
 
 
+_SPACES = re.compile(r"\s+")
+_EDGE_PUNCT = " \t.,;:!?\"'“”‘’"
+
+
+def fine(s: str) -> str:
+    """Case, signs and symbols kept (spacing, markdown and edge punctuation aside): what tells
+    apart choices that :func:`norm` makes equal ("+1" / "-1", "Rr" / "rr", "-10°C" / "10°C")."""
+    s = _clean(s).replace("\u2212", "-").replace("’", "'")
+    return _SPACES.sub(" ", s).strip(_EDGE_PUNCT)
+
+
+def same_text(s: str, gold: Gold) -> list[str]:
+    """The choices whose text ``s`` is: equal after :func:`norm`; when several are, the ones
+    equal after :func:`fine` (if none is, all of them: ``s`` does not tell them apart)."""
+    n = norm(s)
+    if not n:
+        return []
+    found = [label for label, text in gold.choices.items() if norm(text) == n]
+    if len(found) > 1:
+        f = fine(s)
+        finer = [label for label in found if fine(gold.choices[label]) == f]
+        return finer or found
+    return found
+
+
 # A letter: "(C)" in either case, or a capital standing alone (not inside a word, not a LaTeX
 # command's first letter).
 _REF = re.compile(r"\(\s*([A-Ja-j])\s*\)|(?<![\w'’\\])([A-J])(?![\w'’])")
@@ -117,12 +150,15 @@ _REF = re.compile(r"\(\s*([A-Ja-j])\s*\)|(?<![\w'’\\])([A-J])(?![\w'’])")
 _LETTER_FOLLOWERS = {"or", "and", "nor", "is", "was", "because", "since", "as", "would", "seems",
                      "appears", "fits", "matches", "best", "only", "then", "for", "so"}
 _NEXT_WORD = re.compile(r"\s+([a-z]+)")
-_NEGATION = re.compile(r"(?:\bnot|n['’]t|\bnever|\bneither|\bnor|\bexcept|\bexcluding|\bno)"
-                       r"\s+(?:(?:the\s+)?(?:options?|choices?|answers?)\s+)?$", re.I)
+_NEGATION = re.compile(r"(?:\bnot|n['’]t|\bcannot|\bnever|\bneither|\bnor|\bexcept|\bexcluding"
+                       r"|\bno)\s+(?:be\s+)?(?:(?:the\s+)?(?:options?|choices?|answers?)\s+)?$",
+                       re.I)
 _GROUP_GAP = re.compile(r"\s*(?:,|/|&|;|\bor\b|\band\b|,\s*or\b|,\s*and\b|\band/or\b)?\s*"
                         r"(?:(?:options?|choices?)\s*)?", re.I)
-_REST_SEPARATOR = re.compile(r"^[\s.:)\]\-–—,]*")
-_LONE_LOWER = re.compile(r"\s*\(?\s*([a-j])\s*\)?\s*[.)]?\s*")
+_LIST_GAP = re.compile(r"\s*(?:,|/|\bor\b|\band\b|\bnor\b|,\s*(?:or|and|nor)\b)?\s*", re.I)
+_LIST_JOIN = re.compile(r"\b(?:or|and|nor)\b", re.I)
+_REST_SEPARATOR = re.compile(r"^(?:[\s.:)\]–—,]|-(?![\d.]))*")  # "C - text", not "C) -1"
+_LONE = re.compile(r"\s*[(\[]?\s*([A-Ja-j])\s*[)\]]?\s*[.)]?\s*")
 
 
 @dataclass
@@ -133,8 +169,9 @@ class _Ref:
 
 
 def _refs(c: str, labels: str) -> list[_Ref]:
-    """Letters named in ``c`` (negated ones dropped), in order."""
-    out = []
+    """Letters named in ``c`` (negated ones dropped, with the letters listed after a negated one:
+    "not A, B or D", "cannot be A or B"), in order."""
+    found: list[tuple[_Ref, bool]] = []
     for m in _REF.finditer(c):
         letter = m.group(1) or m.group(2)
         if m.group(2):  # a bare capital: not an article or pronoun
@@ -143,9 +180,18 @@ def _refs(c: str, labels: str) -> list[_Ref]:
                 continue
             if letter == "I" and "I" not in labels:
                 continue
-        if _NEGATION.search(c[max(0, m.start() - 30):m.start()]):
-            continue
-        out.append(_Ref(letter.upper(), m.start(), m.end()))
+        found.append((_Ref(letter.upper(), m.start(), m.end()),
+                      bool(_NEGATION.search(c[max(0, m.start() - 30):m.start()]))))
+    out: list[_Ref] = []
+    i = 0
+    while i < len(found):  # one list of letters at a time ("A, B or D"), each read once
+        j, joined = i + 1, False
+        while j < len(found) and _LIST_GAP.fullmatch(c, found[j - 1][0].end, found[j][0].start):
+            joined = joined or bool(_LIST_JOIN.search(c, found[j - 1][0].end, found[j][0].start))
+            j += 1
+        if not (found[i][1] and joined):  # "not A, B or D": none ("not A, C is right": C)
+            out += [ref for ref, negated in found[i:j] if not negated]
+        i = j
     return out
 
 
@@ -187,8 +233,23 @@ def _text_matches(c: str, gold: Gold) -> list[str]:
                    for other, found in spans.items() if other != label for a, b in found)
 
     # "heat energy" also contains the choice "heat": only the longer one is stated
-    return [label for label, own in spans.items()
-            if not all(inside_another(label, s, e) for s, e in own)]
+    found = [label for label, own in spans.items()
+             if not all(inside_another(label, s, e) for s, e in own)]
+    # choices equal after norm ("+1" / "-1", "Rr" / "rr"): the ones written as such, when any
+    fc = fine(c)
+    for label in list(found):
+        twins = [x for x in found if norm(gold.choices[x]) == norm(gold.choices[label])]
+        if len(twins) > 1:
+            written = [x for x in twins if _written(gold.choices[x], fc)]
+            if written and label not in written:
+                found.remove(label)
+    return found
+
+
+def _written(text: str, fc: str) -> bool:
+    """``text`` occurs in ``fc`` as written (case and signs kept), not inside a longer token."""
+    pattern = r"(?<![\w+\-−])" + re.escape(fine(text)) + r"(?!\w)"
+    return re.search(pattern, fc) is not None
 
 
 def choices_named(content: str, gold: Gold, *, backward: bool = False,
@@ -200,22 +261,22 @@ def choices_named(content: str, gold: Gold, *, backward: bool = False,
     nc = norm(c)
     if not nc:
         return []
-    exact = [label for label, text in gold.choices.items() if norm(text) == nc]
+    lone = _LONE.fullmatch(c)
+    if lone and (lone.group(1).islower() or lone.group(1) in gold.labels):
+        # a letter alone is a letter, even where a choice's text is a letter ("A. C": carbon)
+        return [lone.group(1).upper()]
+    exact = same_text(c, gold)
     if exact:
         return exact
-    lone = _LONE_LOWER.fullmatch(c)
-    if lone:
-        return [lone.group(1).upper()]
     groups = _groups(c, _refs(c, gold.labels))
     if groups:
+        if not backward and gold.choices:  # a letter and a choice's text: "(C) H:O:H -> H_{2}O"
+            first = groups[0][0]
+            texts = same_text(_REST_SEPARATOR.sub("", c[first.end:]), gold)
+            if texts:  # its own text names it; "(B) <the text of C>" names two choices
+                return [first.letter] if first.letter in texts else [first.letter] + texts
         group = groups[-1] if backward else groups[0]
-        letters = _distinct(r.letter for r in group)
-        if len(letters) == 1 and not backward and gold.choices:
-            rest = norm(_REST_SEPARATOR.sub("", c[group[-1].end:]))
-            other = [label for label, text in gold.choices.items()
-                     if label != letters[0] and norm(text) and norm(text) == rest]
-            letters += other  # "(B) <the text of C>": two different choices
-        return letters
+        return _distinct(r.letter for r in group)
     return _text_matches(c, gold) if text_search else []
 
 
@@ -223,14 +284,17 @@ def choices_named(content: str, gold: Gold, *, backward: bool = False,
 
 _MARKER = re.compile(
     r"\b(?:(?:the|my|our)\s+)?(?:final\s+|correct\s+|best\s+|right\s+|most\s+likely\s+)?"
-    r"(?:answer|choice|option)\s*(?:(?:is|would\s+be|must\s+be|should\s+be|will\s+be)(?![\w'’])"
-    r"|=|:)"
+    r"(?:answer|choice|option)(?:\*\*|__)?\s*"  # "**Answer**: C"
+    r"(?:(?:is|would\s+be|must\s+be|should\s+be|will\s+be)(?![\w'’])|=|:)"
     r"|\bi\s+(?:choose|pick|select|go\s+with)\b|\bfinal\s+answer\b",
     re.I)
 _IS_RIGHT = re.compile(
     r"\b(?:is|are)\s+(?:the\s+)?(?:correct|right|best|final)\b(?:\s+(?:answer|choice|option)\b)?"
     r"|\bis\s+the\s+answer\b",
     re.I)
+_LIST_LINE = re.compile(r"\s*(?:[-*]\s*)?\(?([A-J])\s*[.):]\s*\S")
+_ALONE = re.compile(r"\s*(?:[-*>#]+\s*)?(?:(?:the\s+)?(?:option|choice)\s*)?\(?\s*([A-Ja-j])\s*\)?"
+                    r"(?:\s*[.):\-]\s*(.*?)|\s*)[.!]?\s*", re.I)
 _BOX_START = re.compile(r"\s*\$?\s*\\(?:boxed|fbox)(?![A-Za-z])")
 _SENTENCE_END = re.compile(r"[.!?]\s+(?=[A-Z])")
 _BOX_JOIN = re.compile(r"\b(?:and|or)\b|,|;")
@@ -249,6 +313,21 @@ def _line_end(t: str, i: int) -> int:
     return len(t) if j == -1 else j
 
 
+_NEXT_LINE = re.compile(r"[ \t]*\n\s{0,200}?(\S[^\n]{0,%d})" % MAX_CONTENT)
+
+
+def _next_line(t: str, i: int) -> tuple[str, int] | None:
+    """The next non-empty line after position ``i`` (a line end) and where it ends, unless it
+    starts a list of choices ("A. fog", "B. rain", ...)."""
+    m = _NEXT_LINE.match(t, i)
+    if m is None:
+        return None
+    after = _NEXT_LINE.match(t, _line_end(t, m.end(1)))
+    if _LIST_LINE.match(m.group(1)) and after and _LIST_LINE.match(after.group(1)):
+        return None
+    return m.group(1), m.end(1)
+
+
 def _statements(t: str, gold: Gold) -> list[_Statement]:
     """The explicit statements of ``t`` that name a choice, by position (only the last
     :data:`MAX_STATEMENTS` of each kind are read: the last one that names a choice counts)."""
@@ -256,11 +335,21 @@ def _statements(t: str, gold: Gold) -> list[_Statement]:
     for start, end, content in boxes(t)[-MAX_STATEMENTS:]:
         out.append(_Statement("boxed", start, end, choices_named(content, gold)))
     for m in list(_MARKER.finditer(t))[-MAX_STATEMENTS:]:
-        tail = t[m.end():min(_line_end(t, m.end()), m.end() + MAX_CONTENT)]
+        line_end = _line_end(t, m.end())
+        end = min(line_end, m.end() + MAX_CONTENT)
+        tail = t[m.end():end]
         if _BOX_START.match(tail):
             continue  # "The answer is \boxed{C}": the box is the statement
-        out.append(_Statement("marker", m.start(), m.end() + len(tail),
-                              choices_named(tail, gold)))
+        named = choices_named(tail, gold)
+        if not named and not norm(tail):  # "The answer is:" and the choice on the next line
+            found = _next_line(t, line_end)
+            if found is not None:
+                line, end = found
+                if _BOX_START.match(line):
+                    continue
+                line = _clean(line).strip()
+                named = _alone(line, gold) or same_text(line, gold)
+        out.append(_Statement("marker", m.start(), end, named))
     for m in list(_IS_RIGHT.finditer(t))[-MAX_STATEMENTS:]:
         line_start = t.rfind("\n", 0, m.start()) + 1
         head = t[max(line_start, m.start() - 120):m.start()]
@@ -284,14 +373,25 @@ class Reading:
     reason: str | None = None
 
 
-_LIST_LINE = re.compile(r"\s*(?:[-*]\s*)?\(?([A-J])\s*[.):]\s*\S")
-_ALONE = re.compile(r"\s*(?:[-*>#]+\s*)?(?:(?:the\s+)?(?:option|choice)\s*)?\(?\s*([A-Ja-j])\s*\)?"
-                    r"(?:\s*[.):\-]\s*(.*?)|\s*)[.!]?\s*", re.I)
 SHORT_LINE = 60
 
 
 def _final_lines(t: str) -> list[str]:
     return [line for line in (_clean(x).strip() for x in t.splitlines()) if line]
+
+
+def _alone(line: str, gold: Gold) -> list[str]:
+    """The choices a line that is a choice alone names ("C", "(C).", "Option C", "C. <its
+    text>"; a letter with another choice's text names both); [] for any other line."""
+    m = _ALONE.fullmatch(line)
+    if not m or not (m.group(1).isupper() or len(line) <= 4):
+        return []
+    named = [m.group(1).upper()]
+    if m.group(2) and gold.choices:
+        texts = same_text(m.group(2), gold)
+        if named[0] not in texts:
+            named += texts
+    return named
 
 
 def read_choice(response: str, gold: Gold, *, strict: bool = False) -> Reading:
@@ -323,18 +423,15 @@ def read_choice(response: str, gold: Gold, *, strict: bool = False) -> Reading:
         if not _LIST_LINE.match(line):
             break
         trailing += 1
-    if trailing >= 2 and len(set(listed)) >= 2:
+    block = [_LIST_LINE.match(x).group(1) for x in lines[len(lines) - trailing:]]
+    restated = (len(block) >= 3 and block[-1] in block[:-1]
+                and len(set(block[:-1])) == len(block) - 1)  # the list, then one of it again
+    if trailing >= 2 and len(set(listed)) >= 2 and not restated:
         return Reading(None, named=tuple(_distinct(listed)),
                        reason="ends with a list of choices, not one choice")
-    alone = _ALONE.fullmatch(last)
-    if alone and (alone.group(1).isupper() or len(last) <= 4):
-        letter = alone.group(1).upper()
-        rest = norm(alone.group(2) or "")
-        named = [letter]
-        if rest and gold.choices:
-            named += [label for label, text in gold.choices.items()
-                      if label != letter and norm(text) == rest]
-        return _decide(named, "last line", gold)
+    alone = _alone(last, gold)
+    if alone:
+        return _decide(alone, "last line", gold)
     if len(last) <= SHORT_LINE:
         groups = _groups(last, _refs(last, gold.labels))
         if groups:
