@@ -22,6 +22,20 @@ second) so that a neighbour's load drifting during the run hits both.  Model loa
 says how many rollouts produced exactly the baseline's text (same seeds: they differ only where
 batched float rounding flips a near-tie) and the load average around the measurement.
 
+Prompt-lookup (n-gram) speculative decoding, on the hinted-teacher workload, where the model
+mostly re-types the correct attempt that sits in its prompt: two more rows compare the same plain
+loop with and without llama-cpp-python's ``LlamaPromptLookupDecoding`` (the continuation of the
+last matching n-gram of prompt + output proposed as ``num_pred_tokens`` draft tokens, evaluated
+in one call and kept while the sampled token equals the draft), at the teacher's sampling and
+greedy, on a second ``Llama`` over the same GGUF (the draft path needs logits for every token, a
+load-time setting).  Each sampled token is still drawn from the model's own distribution given
+the accepted prefix, one draw per token in the same order, so a seeded sample repeats the
+plain loop's draws: texts differ only where the multi-token evaluation rounds differently.  The
+notes also give the lookup loop against the backend's default (batched) from the teacher row of
+the same run: that is the comparison that decides the default.  ssb's batched decoder has no
+draft path (a slot decodes one row per step; see ``ssb_backends.llama_batched``), so prompt
+lookup is measured on the one-at-a-time loop, where llama-cpp-python has it.
+
     .venv/bin/python benchmarks/bench_generation.py [--quick]
     .venv/bin/python -m benchmarks generation [--quick]
 """
@@ -50,6 +64,7 @@ DESCRIPTION = ("llama.cpp rollout tokens/s: batched decoding (the backend's defa
                "one-at-a-time create_completion loop, same model, threads and sampling")
 
 THREADS = int(os.environ.get("SSB_BENCH_THREADS", os.cpu_count() or 2))
+LOOKUP_TOKENS = 10  # llama-cpp-python's default num_pred_tokens (max_ngram_size 2)
 
 
 def questions(k: int) -> list[str]:
@@ -89,12 +104,12 @@ def teacher_conversations(k: int) -> list[list[dict]]:
     return convs
 
 
-def plain_loop(backend, conversations, params) -> list[list[tuple[str, int]]]:
-    """One ``create_completion`` per rollout on the backend's own ``Llama``: the plain
-    one-sequence-at-a-time loop, with the backend's prompts, stop strings and seeds."""
+def plain_loop(backend, conversations, params, llm=None) -> list[list[tuple[str, int]]]:
+    """One ``create_completion`` per rollout on the backend's own ``Llama`` (or ``llm``): the
+    plain one-sequence-at-a-time loop, with the backend's prompts, stop strings and seeds."""
     from ssb_backends.common import conversation_key, derive_seed
 
-    llm = backend.llm
+    llm = llm if llm is not None else backend.llm
     out = []
     for i, conv in enumerate(conversations):
         prompt, stop, criteria = backend._prompt(conv, params, i)
@@ -117,8 +132,21 @@ def _ours(backend, conversations, params) -> list[list[tuple[str, int]]]:
             for per in backend.generate(conversations, params)]
 
 
-def measure(backend, conversations, params) -> dict:
-    """ABBA over two halves of ``conversations``: tokens, seconds and texts per method."""
+def lookup_llm(backend):
+    """A second ``Llama`` on the backend's GGUF, its settings, with llama-cpp-python's
+    prompt-lookup draft model (``LOOKUP_TOKENS`` draft tokens, n-grams of up to 2)."""
+    import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    return llama_cpp.Llama(model_path=backend.model_path, n_ctx=backend.n_ctx,
+                           n_threads=THREADS, n_threads_batch=THREADS, verbose=False,
+                           draft_model=LlamaPromptLookupDecoding(num_pred_tokens=LOOKUP_TOKENS))
+
+
+def measure(backend, conversations, params, ours=None, base=None) -> dict:
+    """ABBA over two halves of ``conversations``: tokens, seconds and texts per method
+    (``ours``: the backend's generate, ``base``: the plain loop, unless given)."""
+    methods = {"ours": ours or _ours, "base": base or plain_loop}
     half = max(1, len(conversations) // 2)
     parts = [conversations[:half], conversations[half:]] if len(conversations) > 1 \
         else [conversations]
@@ -126,7 +154,7 @@ def measure(backend, conversations, params) -> dict:
         else [("ours", 0), ("base", 0)]
     acc = {m: {"tokens": 0, "seconds": 0.0, "texts": {}} for m in ("ours", "base")}
     for method, k in order:
-        fn = _ours if method == "ours" else plain_loop
+        fn = methods[method]
         t = time.perf_counter()
         res = fn(backend, parts[k], params)
         acc[method]["seconds"] += time.perf_counter() - t
@@ -187,6 +215,7 @@ def run(quick: bool) -> list[dict]:
     backend = get_registry().backend("llama.cpp").create(ref.location, n_threads=THREADS,
                                                           n_ctx=2048)
     rows = []
+    teacher = None
     try:
         for label, convs, params in workloads(quick):
             load_before = os.getloadavg()
@@ -208,8 +237,52 @@ def run(quick: bool) -> list[dict]:
                          f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
                          f"{'/'.join(f'{x:.2f}' for x in load_after)} after"),
             })
+            if label.startswith("curate hinted teacher"):
+                teacher = (label, convs, params, ours)
+        if teacher is not None:
+            rows += lookup_rows(backend, *teacher)
     finally:
         backend.close()
+    return rows
+
+
+def lookup_rows(backend, label: str, convs: list, params: Any, batched: float) -> list[dict]:
+    """The teacher workload, plain loop with vs without prompt lookup, sampled as curate's
+    teacher and greedy (``batched``: the backend's default tokens/s on it, same run)."""
+    from dataclasses import replace
+
+    llm = lookup_llm(backend)
+    rows = []
+    try:
+        def with_lookup(b, c, p):
+            return plain_loop(b, c, p, llm=llm)
+
+        greedy = replace(params, temperature=0.0, top_k=0, top_p=1.0)
+        for name, p in (("sampled as the teacher", params), ("greedy", greedy)):
+            load_before = os.getloadavg()
+            m = measure(backend, convs, p, ours=with_lookup)
+            load_after = os.getloadavg()
+            ours = m["ours"]["tokens"] / m["ours"]["seconds"]
+            base = m["base"]["tokens"] / m["base"]["seconds"]
+            vs_default = (f"; against the backend's default (n_parallel={backend.n_parallel}, "
+                          f"{batched:.1f} tok/s on the same prompts sampled as the teacher, "
+                          f"above): {ours / batched:.2f}x" if p is params else "")
+            rows.append({
+                "metric": f"tokens/s, {label}, {name}: prompt lookup vs plain, one at a time",
+                "ours": ours, "baseline": base, "ratio": ours / base,
+                "unit": "tok/s", "higher_is_better": True, "target": 1.5 * base,
+                "note": (f"ours: create_completion with LlamaPromptLookupDecoding("
+                         f"num_pred_tokens={LOOKUP_TOKENS}), {m['ours']['tokens']} tokens in "
+                         f"{m['ours']['seconds']:.1f} s; baseline: the same loop without it, "
+                         f"{m['base']['tokens']} tokens in {m['base']['seconds']:.1f} s; max "
+                         f"{p.max_new_tokens} new tokens, T={p.temperature}, top_k={p.top_k}, "
+                         f"top_p={p.top_p}, {THREADS} threads; {m['same']}/{m['total']} "
+                         f"rollouts with the baseline's exact text{vs_default}; load average "
+                         f"(1/5/15 min) {'/'.join(f'{x:.2f}' for x in load_before)} before, "
+                         f"{'/'.join(f'{x:.2f}' for x in load_after)} after"),
+            })
+    finally:
+        llm.close()
     return rows
 
 
