@@ -138,8 +138,12 @@ def lookup_llm(backend):
     import llama_cpp
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
+    # logits_all=True as well: llama-cpp-python 0.3.36 computes every token's logits when it has
+    # a draft model but sizes its score buffer by the logits_all argument (n_batch rows
+    # without it), so a sequence past 512 tokens fails ("could not broadcast ... into shape").
     return llama_cpp.Llama(model_path=backend.model_path, n_ctx=backend.n_ctx,
                            n_threads=THREADS, n_threads_batch=THREADS, verbose=False,
+                           logits_all=True,
                            draft_model=LlamaPromptLookupDecoding(num_pred_tokens=LOOKUP_TOKENS))
 
 
