@@ -166,12 +166,13 @@ class _Ref:
     letter: str
     start: int
     end: int
+    negated: bool = False  # "not A": dropped by _refs
 
 
 def _refs(c: str, labels: str) -> list[_Ref]:
     """Letters named in ``c`` (negated ones dropped, with the letters listed after a negated one:
     "not A, B or D", "cannot be A or B"), in order."""
-    found: list[tuple[_Ref, bool]] = []
+    found: list[_Ref] = []
     for m in _REF.finditer(c):
         letter = m.group(1) or m.group(2)
         if m.group(2):  # a bare capital: not an article or pronoun
@@ -180,26 +181,22 @@ def _refs(c: str, labels: str) -> list[_Ref]:
                 continue
             if letter == "I" and "I" not in labels:
                 continue
-        found.append((_Ref(letter.upper(), m.start(), m.end()),
-                      bool(_NEGATION.search(c[max(0, m.start() - 30):m.start()]))))
+        found.append(_Ref(letter.upper(), m.start(), m.end(),
+                          bool(_NEGATION.search(c[max(0, m.start() - 30):m.start()]))))
     out: list[_Ref] = []
-    i = 0
-    while i < len(found):  # one list of letters at a time ("A, B or D"), each read once
-        j, joined = i + 1, False
-        while j < len(found) and _LIST_GAP.fullmatch(c, found[j - 1][0].end, found[j][0].start):
-            joined = joined or bool(_LIST_JOIN.search(c, found[j - 1][0].end, found[j][0].start))
-            j += 1
-        if not (found[i][1] and joined):  # "not A, B or D": none ("not A, C is right": C)
-            out += [ref for ref, negated in found[i:j] if not negated]
-        i = j
+    for group in _groups(c, found, _LIST_GAP):  # one list of letters at a time ("A, B or D")
+        joined = any(_LIST_JOIN.search(c, a.end, b.start) for a, b in zip(group, group[1:]))
+        if not (group[0].negated and joined):  # "not A, B or D": none ("not A, C is right": C)
+            out += [ref for ref in group if not ref.negated]
     return out
 
 
-def _groups(c: str, refs: list[_Ref]) -> list[list[_Ref]]:
-    """Letters joined by "or", "and", commas, slashes are one group ("A or B", "A, B, C")."""
+def _groups(c: str, refs: list[_Ref], gap: re.Pattern = _GROUP_GAP) -> list[list[_Ref]]:
+    """Letters joined by "or", "and", commas, slashes (what ``gap`` matches between them) are
+    one group ("A or B", "A, B, C")."""
     groups: list[list[_Ref]] = []
     for r in refs:
-        if groups and _GROUP_GAP.fullmatch(c, groups[-1][-1].end, r.start):
+        if groups and gap.fullmatch(c, groups[-1][-1].end, r.start):
             groups[-1].append(r)
         else:
             groups.append([r])
