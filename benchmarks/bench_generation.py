@@ -235,7 +235,7 @@ def run(quick: bool) -> list[dict]:
 
 
 def rate_row(backend, convs: list, params: Any, metric: str, target: float, ours_is: str,
-             base_is: str, ours=None, extra: str = "") -> dict:
+             base_is: str, ours=None) -> dict:
     """Measure (ABBA, :func:`measure`) and make the row: tokens/s of ``ours`` (default: the
     backend's generate) against the plain loop, ``target`` times the baseline."""
     load_before = os.getloadavg()
@@ -252,7 +252,7 @@ def rate_row(backend, convs: list, params: Any, metric: str, target: float, ours
                  f"tokens in {m['base']['seconds']:.1f} s; max {params.max_new_tokens} new "
                  f"tokens, T={params.temperature}, top_k={params.top_k}, top_p={params.top_p}, "
                  f"{THREADS} threads; {m['same']}/{m['total']} rollouts with the baseline's "
-                 f"exact text{extra}; load average (1/5/15 min) "
+                 f"exact text; load average (1/5/15 min) "
                  f"{'/'.join(f'{x:.2f}' for x in load_before)} before, "
                  f"{'/'.join(f'{x:.2f}' for x in load_after)} after"),
     }
@@ -271,16 +271,15 @@ def lookup_rows(backend, label: str, convs: list, params: Any, batched: float) -
 
         greedy = replace(params, temperature=0.0, top_k=0, top_p=1.0)
         for name, p in (("sampled as the teacher", params), ("greedy", greedy)):
-            vs_default = (f"; against the backend's default (n_parallel={backend.n_parallel}, "
-                          f"{batched:.1f} tok/s on the same prompts sampled as the teacher, "
-                          f"above): {{ratio_to_default}}" if p is params else "")
             row = rate_row(backend, convs, p,
                            f"tokens/s, {label}, {name}: prompt lookup vs plain, one at a time",
                            1.5, f"create_completion with LlamaPromptLookupDecoding("
                            f"num_pred_tokens={LOOKUP_TOKENS})", "the same loop without it",
-                           ours=with_lookup, extra=vs_default)
-            row["note"] = row["note"].replace("{ratio_to_default}",
-                                              f"{row['ours'] / batched:.2f}x")
+                           ours=with_lookup)
+            if p is params:
+                row["note"] += (f"; against the backend's default (n_parallel="
+                                f"{backend.n_parallel}, {batched:.1f} tok/s on the same prompts "
+                                f"sampled as the teacher, above): {row['ours'] / batched:.2f}x")
             rows.append(row)
     finally:
         llm.close()
