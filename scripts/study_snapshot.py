@@ -9,6 +9,11 @@ verdict, extracted answer, token count and finish reason: ~0.4 KB a problem inst
 ``ssb eval compare`` pairs the snapshot's runs problem by problem), and, once the study
 finished, study.json, report.md and the plots.  Safe to run while the study is running: it copies
 what exists (an eval's results only once it is finished, i.e. has its summary).
+
+An evaluation still running has its journal (reply texts included) and manifest copied under
+``DEST/partial/``, so that a machine that does not outlive the session loses none of it once
+committed: ``scripts/study_restore.py`` puts it back and the evaluation resumes from it.  The
+partial copy is deleted once the evaluation has finished.
 """
 
 from __future__ import annotations
@@ -19,11 +24,14 @@ import shutil
 import sys
 from pathlib import Path
 
-PATTERNS = ["curate/stats.json", "curate/manifest.json", "arms/*/manifest.json",
-            "arms/*/metrics.jsonl", "arms/*/heldout.jsonl", "arms/*/.ssb-run-stage.json",
+PATTERNS = ["curate/stats.json", "curate/manifest.json", "curate/.ssb-run-stage.json",
+            "arms/*/manifest.json", "arms/*/metrics.jsonl", "arms/*/heldout.jsonl",
+            "arms/*/.ssb-run-stage.json",
             "eval/*/*/summary.json", "eval/*/*/.ssb-run-stage.json", "data/*/curated.jsonl",
             "study.json", "report.md", "plots/*.png", "manifest.json",
-            "repro/*/summary.json"]  # evaluations run beside a study (Part 2's reproduction)
+            "repro/*/summary.json",  # evaluations run beside a study (Part 2's reproduction)
+            # a prompt arm's dev choice and the evaluations it was made on
+            "select/*/choice.json", "select/*/*/summary.json", "select/*/*/.ssb-run-stage.json"]
 
 
 def main(run: Path, dest: Path) -> int:
@@ -41,6 +49,19 @@ def main(run: Path, dest: Path) -> int:
             target = dest / results.relative_to(run)
             _without_texts(results, target)
             copied += 1
+    for journal in sorted(run.glob("eval/*/*/journal.jsonl")):
+        partial = dest / "partial" / journal.parent.relative_to(run)
+        if (journal.parent / "summary.json").is_file():
+            if partial.is_dir():
+                shutil.rmtree(partial)  # finished: its results above replace it
+            continue
+        for name in ("journal.jsonl", "manifest.json"):
+            if (journal.parent / name).is_file():
+                partial.mkdir(parents=True, exist_ok=True)
+                tmp = partial / (name + ".tmp")
+                shutil.copyfile(journal.parent / name, tmp)
+                os.replace(tmp, partial / name)
+                copied += 1
     print(f"copied {copied} file(s) from {run} to {dest}")
     return 0 if copied else 1
 

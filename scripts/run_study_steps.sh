@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Chosen evaluations of a study, on a machine that lasts one session: restore what is committed,
+# run the steps in the pinned worktree (scripts/study_steps.py), and commit the snapshot every
+# few minutes and after each step, so that the next session's fresh machine loses none of it.
+#
+#   nohup setsid bash scripts/run_study_steps.sh COMMIT CONFIG OUT SNAPSHOT DATASET:ARM... \
+#     >> ../logs/steps.log 2>&1 &
+#
+# e.g. 15ab09a studies/gsm8k.toml runs/study-gsm8k-vllm docs/study-results/gsm8k-vllm \
+#      gsm8k:prompt math500:base math500:prompt math500:ssb
+# Commits touch only SNAPSHOT (`git commit -- SNAPSHOT`): other work in this checkout is not
+# swept in.  Stop it with `kill -TERM -- -PGID`; rerunning resumes (every stage is journaled).
+# SSB_SNAPSHOT_EVERY: seconds between snapshots while a step runs (default 600).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+main=$(pwd)
+commit=$(git rev-parse "$1")
+config=$2 out=$3 snap=$main/$4
+shift 4
+source scripts/pinned_worktree.sh
+pinned_worktree "$commit" "$config" "$main/../ssb-study"
+wt=$(pwd)
+
+snapshot() {  # $1: what the commit message says happened
+  python3 "$main/scripts/study_snapshot.py" "$wt/$out" "$snap" >/dev/null || return 0
+  (
+    cd "$main"
+    git add -A -- "$snap"
+    if ! git diff --cached --quiet -- "$snap"; then
+      git commit -q -m "Study snapshot ($(basename "$snap"), automatic, run_study_steps.sh at ${commit:0:7}): $1" \
+        -- "$snap" && echo "run_study_steps: committed the snapshot ($1)" >&2
+    fi
+  ) || echo "run_study_steps: snapshot commit failed ($1); the next one retries" >&2
+}
+
+python3 "$main/scripts/study_restore.py" "$main/$4" "$out"
+(
+  while sleep "${SSB_SNAPSHOT_EVERY:-600}"; do snapshot "progress of $*"; done
+) &
+ticker=$!
+trap 'kill $ticker 2>/dev/null || true' EXIT
+for step in "$@"; do
+  echo "run_study_steps: $(date -u '+%F %H:%M:%S') $step at ${commit:0:7} (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+  "$venv/bin/python" "$main/scripts/study_steps.py" "$config" "$out" "$step"
+  snapshot "$step finished"
+done
+echo "run_study_steps: $(date -u '+%F %H:%M:%S') done" >&2

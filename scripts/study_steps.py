@@ -1,0 +1,130 @@
+"""Run chosen evaluations of a study now, exactly as ``ssb study`` runs them, in the order given.
+
+    python scripts/study_steps.py CONFIG OUT DATASET:ARM [DATASET:ARM ...]
+
+e.g. ``studies/gsm8k.toml runs/study-gsm8k-vllm gsm8k:prompt math500:base math500:ssb``.
+
+``ssb study`` walks its plan in one fixed order (each arm trained, then evaluated on the first
+eval set; then every later eval set).  On a machine that lasts one session, and after
+``scripts/study_restore.py`` has put back what is committed, that order would spend hours
+retraining arms before the evaluations that need no training.  This script takes the study's own
+configs (``StudyConfig.eval_config`` / ``distill_config``, the same stage directories, the same
+``run_stage`` with its markers), so what it produces is what the study would have produced and a
+later ``ssb study`` or a later call of this script skips it:
+
+- ``base``: the base model;
+- a prompt arm: its dev choice (``select/ARM/choice.json``; made by the study's own
+  ``choose_prompt`` if absent);
+- a trained arm: its adapter, retrained first if it is missing (a fresh machine: adapters are
+  not committed).  A restored arm directory (its curves and marker, no adapter) is moved aside to
+  ``arms/ARM.committed`` and the arm is retrained with the same config and seed; the script then
+  says whether the new adapter's fingerprint is the one the committed evaluations recorded (if
+  not, those evaluations are stale and ``run_stage`` redoes them when they are asked for).
+
+After every evaluation the interim ``study.json`` / ``report.md`` are rewritten.  Run it from the
+study's pinned worktree with its environment (``scripts/run_study_steps.sh`` does).  Rounds arms
+are not supported here (``ssb study`` runs them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _count(path: Path) -> int:
+    with path.open(encoding="utf-8") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 3:
+        print(__doc__.strip().splitlines()[2], file=sys.stderr)
+        return 2
+    from ssb.events import Reporter
+    from ssb.export import adapter_fingerprint
+    from ssb.options import resolve
+    from ssb.stages.run import STAGE_DONE, parse_eval_spec, run_stage
+    from ssb.stages.study import (BASE, StudyConfig, choose_prompt, is_prompt_arm, is_round_arm,
+                                  write_study)
+
+    logging.basicConfig(format="%(message)s", level=logging.INFO)
+    config_file, out_arg, steps = argv[0], argv[1], argv[2:]
+    config = resolve(StudyConfig, file=config_file, flags={"out": Path(out_arg)},
+                     nested=StudyConfig.NESTED).validate()
+    out = Path(config.out)
+    specs = {parse_eval_spec(s)[0]: s for s in config.eval}
+    arms = {a["name"]: a for a in config.arms}
+    for step in steps:  # every step checked before any runs
+        dataset, _, arm = step.partition(":")
+        if dataset not in specs or (arm != BASE and arm not in arms):
+            print(f"study_steps: {step!r}: want DATASET:ARM with DATASET in {sorted(specs)} and "
+                  f"ARM in {[BASE, *arms]}", file=sys.stderr)
+            return 2
+        if arm in arms and is_round_arm(arms[arm]):
+            print(f"study_steps: {step!r}: a rounds arm; run `ssb study`", file=sys.stderr)
+            return 2
+    train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
+    if not (train_dir / "curated.jsonl").is_file():
+        print(f"study_steps: {train_dir}/curated.jsonl is missing: curate first (`ssb study`) "
+              "or restore the snapshot (scripts/study_restore.py)", file=sys.stderr)
+        return 2
+    n_train, n_held = _count(train_dir / "curated.jsonl"), _count(held_dir / "curated.jsonl")
+    report = Reporter("study", None)
+
+    def say(message: str) -> None:
+        print(f"study_steps: {time.strftime('%H:%M:%S', time.gmtime())} {message}",
+              file=sys.stderr, flush=True)
+
+    for step in steps:
+        dataset, _, name = step.partition(":")
+        adapter = template = None
+        if name != BASE and is_prompt_arm(arms[name]):
+            choice = out / "select" / name / "choice.json"
+            template = (json.loads(choice.read_text(encoding="utf-8"))["chosen"]
+                        if choice.is_file() else choose_prompt(config, arms[name], report))
+            say(f"{step}: instruction {template}")
+        elif name != BASE:
+            arm_dir = out / "arms" / name
+            adapter = arm_dir / "adapter"
+            if not adapter.is_dir():
+                if (arm_dir / STAGE_DONE).exists():  # restored: curves and marker, no adapter
+                    kept = arm_dir.with_name(f"{name}.committed")
+                    os.replace(arm_dir, kept if not kept.exists() else
+                               arm_dir.with_name(f"{name}.committed-{int(time.time())}"))
+                    say(f"{step}: the adapter is not here; the committed curves moved to {kept}")
+                say(f"{step}: training {name} (distill, seed {config.seed})")
+                run_stage("distill", config.distill_config(arms[name], train_dir, held_dir,
+                                                           arm_dir),
+                          arm_dir, report, launcher=config.launcher)
+            _compare_fingerprint(out, name, adapter, adapter_fingerprint, say)
+        eval_dir = out / "eval" / dataset / name
+        say(f"{step}: evaluating into {eval_dir}")
+        ran = run_stage("eval", config.eval_config(specs[dataset], config.model, adapter, eval_dir,
+                                                   template=template), eval_dir, report)
+        summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
+        say(f"{step}: {'done' if ran else 'already complete'}: "
+            f"{100 * summary['accuracy']['mean']:.1f}% of {summary['n']}")
+        data, path = write_study(out, config, n_train, n_held)
+        say(f"interim report {path} ({len(data['pending'])} evaluation(s) pending)")
+    return 0
+
+
+def _compare_fingerprint(out: Path, name: str, adapter: Path, fingerprint, say) -> None:
+    """Whether ``adapter`` is the one this arm's finished evaluations were made with."""
+    key = f"adapter:{adapter}"
+    for marker in sorted(out.glob(f"eval/*/{name}/.ssb-run-stage.json")):
+        recorded = json.loads(marker.read_text(encoding="utf-8")).get("inputs", {}).get(key)
+        if recorded is None:
+            continue
+        same = recorded == fingerprint(adapter)
+        say(f"{name}: adapter {'IS' if same else 'is NOT'} the one {marker.parent} was evaluated "
+            f"with ({'its result stands' if same else 'that evaluation is stale and is redone'})")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
