@@ -10,6 +10,7 @@
 #      gsm8k:prompt math500:base math500:prompt math500:ssb
 # Commits touch only SNAPSHOT (`git commit -- SNAPSHOT`): other work in this checkout is not
 # swept in.  Stop it with `kill -TERM -- -PGID`; rerunning resumes (every stage is journaled).
+# The worktree: $SSB_STUDY_WORKTREE, else ../ssb-$(basename OUT) (../ssb-study-gsm8k-vllm above).
 # SSB_SNAPSHOT_EVERY: seconds between snapshots while a step runs (default 600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ commit=$(git rev-parse "$1")
 config=$2 out=$3 snap=$main/$4
 shift 4
 source scripts/pinned_worktree.sh
-pinned_worktree "$commit" "$config" "$main/../ssb-study"
+pinned_worktree "$commit" "$config" "$main/../ssb-$(basename "$out")"  # or $SSB_STUDY_WORKTREE
 wt=$(pwd)
 
 snapshot() {  # $1: what the commit message says happened
