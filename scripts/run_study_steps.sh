@@ -34,7 +34,7 @@ snapshot() {  # $1: what the commit message says happened
   ) || echo "run_study_steps: snapshot commit failed ($1); the next one retries" >&2
 }
 
-python3 "$main/scripts/study_restore.py" "$main/$4" "$out"
+python3 "$main/scripts/study_restore.py" "$snap" "$out"
 (
   while sleep "${SSB_SNAPSHOT_EVERY:-600}"; do snapshot "progress of $*"; done
 ) &
