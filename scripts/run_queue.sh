@@ -4,16 +4,25 @@
 #
 #   nohup setsid bash scripts/run_queue.sh >> ../logs/queue.log 2>&1 &
 #
-# 1. the GSM8K study (docs/study-gsm8k.md; Amendment 5's commit), worktree ../ssb-study-gsm8k-vllm;
-# 2. Parts 2 and 3 on arithmetic (studies/arithmetic-part2.toml, Amendments 3-4), ../ssb-part2;
-# 3. Part 2's reproduction check on llama.cpp (Amendments 3-4): the retrained ssb and sft adapters
-#    on the arithmetic study's 300 test problems, in ../ssb-part2's .venv;
+# A machine here lasts one session (180 minutes): only what is committed survives it.  So every
+# step restores its committed snapshot first and commits it again every 10 minutes and after each
+# evaluation (scripts/run_study_steps.sh: study_restore.py, study_steps.py, study_snapshot.py),
+# and evaluations resume from their committed journals.  Trained adapters are model files and are
+# never committed: an arm whose adapter is gone is retrained (same records, config and seed) by
+# the step that needs it, which therefore has to finish within one session -- start the queue
+# first thing.
+#
+# 1. the GSM8K study (docs/study-gsm8k.md): what is left of it, in the protocol's order: the
+#    prompt arm on GSM8K test, then MATH-500 for base, prompt, ssb (retrained, ~1.6 h) and sft
+#    (retrained, ~1.5 h); worktree ../ssb-study-gsm8k-vllm;
+# 2. Part 2 on arithmetic (studies/arithmetic-part2.toml): base, prompt, ssb, sft on 1,000
+#    problems, then Part 3 (its rounds arm, by `ssb study` in the same directory, which needs
+#    Part 2's ssb adapter from the same session); ../ssb-part2;
+# 3. Part 2's reproduction check on llama.cpp (the retrained adapters on the arithmetic study's
+#    300 test problems), in ../ssb-part2's .venv;
 # 4. the ARC measurements (plugins/science/README.md: scripts/run_arc.sh), ../ssb-arc.
-# Stop any of these runs started by hand first (`kill -TERM -- -PGID`): an output directory takes
-# one writer, so a second `ssb study` on it is refused and the queue stops there.
-# Rerunning resumes: a finished run is skipped through its own journals (seconds, plus an engine
-# start where a report is rewritten). Stop it with `kill -TERM -- -PGID` (its process group), not
-# SIGSTOP: a vLLM engine paused for minutes dies on resume. Run it alone on the CPU.
+# Stop it with `kill -TERM -- -PGID` (its process group), not SIGSTOP: a vLLM engine paused for
+# minutes dies on resume.  Run it alone on the CPU.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 main=$(pwd)
@@ -24,12 +33,21 @@ ARC=9d6b29e     # ARC: the science verifier after session 7's adversarial review
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
 say "1/4 GSM8K study at $GSM8K"
-SSB_STUDY_WORKTREE=$main/../ssb-study-gsm8k-vllm \
-  bash scripts/run_study.sh "$GSM8K" studies/gsm8k.toml runs/study-gsm8k-vllm
+bash scripts/run_study_steps.sh "$GSM8K" studies/gsm8k.toml runs/study-gsm8k-vllm \
+  docs/study-results/gsm8k-vllm \
+  gsm8k:prompt math500:base math500:prompt math500:ssb math500:sft
 
 say "2/4 Parts 2-3 (arithmetic) at $LATER"
+SSB_STUDY_WORKTREE=$main/../ssb-part2 bash scripts/run_study_steps.sh "$LATER" \
+  studies/arithmetic-part2.toml runs/study-arithmetic-part2 docs/study-results/arithmetic-part2 \
+  arithmetic:base arithmetic:prompt arithmetic:ssb arithmetic:sft
 SSB_STUDY_WORKTREE=$main/../ssb-part2 \
   bash scripts/run_study.sh "$LATER" studies/arithmetic-part2.toml runs/study-arithmetic-part2
+python3 scripts/study_snapshot.py ../ssb-part2/runs/study-arithmetic-part2 \
+  docs/study-results/arithmetic-part2
+git add -A -- docs/study-results/arithmetic-part2
+git commit -q -m "Study snapshot (arithmetic-part2, automatic, run_queue.sh at $LATER): Part 3" \
+  -- docs/study-results/arithmetic-part2 || true
 
 say "3/4 Part 2's reproduction check on llama.cpp"
 (
@@ -42,6 +60,11 @@ say "3/4 Part 2's reproduction check on llama.cpp"
       --adapter "$run/arms/$arm/adapter" --out "$run/repro/$arm" --no-progress
   done
 )
+python3 scripts/study_snapshot.py ../ssb-part2/runs/study-arithmetic-part2 \
+  docs/study-results/arithmetic-part2
+git add -A -- docs/study-results/arithmetic-part2
+git commit -q -m "Study snapshot (arithmetic-part2, automatic, run_queue.sh): llama.cpp repro" \
+  -- docs/study-results/arithmetic-part2 || true
 
 say "4/4 ARC at $ARC"
 SSB_STUDY_WORKTREE=$main/../ssb-arc bash scripts/run_arc.sh "$ARC"

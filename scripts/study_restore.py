@@ -65,8 +65,11 @@ def main(argv: list[str]) -> int:
         print(__doc__.strip().splitlines()[2], file=sys.stderr)
         return 2
     snapshot, run = Path(argv[0]), Path(argv[1])
-    if not (snapshot / "study.json").is_file():
-        print(f"study_restore: {snapshot}/study.json: not a study snapshot", file=sys.stderr)
+    if not snapshot.exists():
+        print(f"study_restore: no snapshot at {snapshot} yet: nothing to restore")
+        return 0
+    if not snapshot.is_dir():
+        print(f"study_restore: {snapshot}: not a directory", file=sys.stderr)
         return 2
     copied = restore(snapshot, run)
     print(f"study_restore: {len(copied)} file(s) from {snapshot} into {run}")

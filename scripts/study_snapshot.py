@@ -49,7 +49,8 @@ def main(run: Path, dest: Path) -> int:
             target = dest / results.relative_to(run)
             _without_texts(results, target)
             copied += 1
-    for journal in sorted(run.glob("eval/*/*/journal.jsonl")):
+    for journal in sorted([*run.glob("eval/*/*/journal.jsonl"),
+                           *run.glob("select/*/*/journal.jsonl")]):
         partial = dest / "partial" / journal.parent.relative_to(run)
         if (journal.parent / "summary.json").is_file():
             if partial.is_dir():

@@ -49,8 +49,8 @@ def main(argv: list[str]) -> int:
     from ssb.export import adapter_fingerprint
     from ssb.options import resolve
     from ssb.stages.run import STAGE_DONE, parse_eval_spec, run_stage
-    from ssb.stages.study import (BASE, StudyConfig, choose_prompt, is_prompt_arm, is_round_arm,
-                                  write_study)
+    from ssb.stages.study import (BASE, StudyConfig, choose_prompt, copy_records, is_prompt_arm,
+                                  is_round_arm, write_study)
 
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     config_file, out_arg, steps = argv[0], argv[1], argv[2:]
@@ -69,6 +69,8 @@ def main(argv: list[str]) -> int:
             print(f"study_steps: {step!r}: a rounds arm; run `ssb study`", file=sys.stderr)
             return 2
     train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
+    if config.records is not None and not (train_dir / "curated.jsonl").is_file():
+        copy_records(Path(config.records), train_dir, held_dir)  # as the study does
     if not (train_dir / "curated.jsonl").is_file():
         print(f"study_steps: {train_dir}/curated.jsonl is missing: curate first (`ssb study`) "
               "or restore the snapshot (scripts/study_restore.py)", file=sys.stderr)

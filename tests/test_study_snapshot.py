@@ -53,3 +53,71 @@ def test_snapshot_keeps_per_problem_verdicts_without_texts(tiny_model_dir, tmp_p
     assert report["shared_problems"] == 6
     (c,) = report["comparisons"]
     assert c["diff"] == 0 and (c["a_only"], c["b_only"]) == (0, 0)
+
+
+RESTORE = SCRIPT.parent / "study_restore.py"
+
+
+def test_restore_on_a_fresh_machine_resumes_an_unfinished_evaluation(tiny_model_dir, tmp_path,
+                                                                      ssb_cli):
+    """A machine that lasts one session: the snapshot keeps an evaluation still running (its
+    journal, under partial/), study_restore.py puts it and the finished ones back into a new run
+    directory, the finished one is skipped by its marker and the unfinished one resumes from its
+    journal (the journaled problems are not generated again) to the same results."""
+    args = ["eval", "--dataset", "arithmetic", "--split", "test", "--filter", "n=6",
+            "--backend", "transformers", "--model", str(tiny_model_dir), "--max-tokens", "8",
+            "--no-progress"]
+    run = tmp_path / "run"
+    full = run / "eval" / "arithmetic" / "base"
+    code, _, err = ssb_cli(*args, "--out", str(full))
+    assert code == 0, err
+    # The same evaluation, killed after three problems: its manifest and a journal of three lines.
+    running = run / "eval" / "arithmetic" / "again"
+    running.mkdir(parents=True)
+    shutil.copyfile(full / "manifest.json", running / "manifest.json")
+    journal = (full / "journal.jsonl").read_text().splitlines(keepends=True)
+    assert len(journal) == 6
+    (running / "journal.jsonl").write_text("".join(journal[:3]))
+    (run / "study.json").write_text(json.dumps(
+        {"prompts": {"prompt": {"chosen": "plan@1", "candidates": {}}}}))
+    (run / "data" / "train").mkdir(parents=True)
+    (run / "data" / "train" / "curated.jsonl").write_text('{"id": "r1"}\n')
+
+    dest = tmp_path / "snapshot"
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(run), str(dest)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert (dest / "partial/eval/arithmetic/again/journal.jsonl").read_text() == \
+        "".join(journal[:3])
+    assert not (dest / "partial/eval/arithmetic/base").exists()  # finished: results instead
+
+    fresh = tmp_path / "fresh"  # the next session's machine
+    proc = subprocess.run([sys.executable, str(RESTORE), str(dest), str(fresh)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((fresh / "select/prompt/choice.json").read_text())["chosen"] == "plan@1"
+    assert (fresh / "data/train/curated.jsonl").read_text() == '{"id": "r1"}\n'
+    assert (fresh / "eval/arithmetic/base/summary.json").read_text() == \
+        (full / "summary.json").read_text()
+    assert not (fresh / "study.json").exists()  # rewritten by the study, not restored
+
+    resumed = fresh / "eval" / "arithmetic" / "again"
+    code, _, err = ssb_cli(*args, "--out", str(resumed))
+    assert code == 0, err
+    lines = (resumed / "journal.jsonl").read_text().splitlines(keepends=True)
+    assert lines[:3] == journal[:3] and len(lines) == 6  # three restored, three generated
+    strip = [json.loads(x) for x in (full / "results.jsonl").read_text().splitlines()]
+    again = [json.loads(x) for x in (resumed / "results.jsonl").read_text().splitlines()]
+    assert again == strip  # greedy on the same tiny model: the same verdicts and texts
+
+    # Once finished, the next snapshot drops the partial copy and keeps the results.
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(fresh), str(dest)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not (dest / "partial/eval/arithmetic/again").exists()
+    assert (dest / "eval/arithmetic/again/summary.json").is_file()
+    # A second restore leaves what the run directory already has alone.
+    (fresh / "data/train/curated.jsonl").write_text('{"id": "newer"}\n')
+    subprocess.run([sys.executable, str(RESTORE), str(dest), str(fresh)], check=True,
+                   capture_output=True, timeout=60)
+    assert (fresh / "data/train/curated.jsonl").read_text() == '{"id": "newer"}\n'
