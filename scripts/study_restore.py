@@ -13,8 +13,8 @@ own journals and stage markers see the work that is already done:
 - each trained arm's curves, manifest and marker (its adapter is not committed: model files never
   are; ``scripts/study_steps.py`` retrains an arm whose adapter is missing and says whether the
   retrained adapter is the one the committed evaluations used);
-- each unfinished evaluation's journal (``partial/``, committed every few minutes while it runs):
-  the evaluation resumes from it instead of starting over;
+- each unfinished evaluation's or curation's journal (``partial/``, committed every few minutes
+  while it runs): it resumes from it instead of starting over;
 - each prompt arm's dev choice (``select/ARM/choice.json``, from ``study.json``).
 
 A file that already exists in RUN_DIR is left alone (a run directory is newer than any
@@ -37,8 +37,8 @@ def restore(snapshot: Path, run: Path) -> list[str]:
         rel = src.relative_to(snapshot)
         if rel.parts[0] == PARTIAL:
             rel = Path(*rel.parts[1:])
-            if (run / rel).parent.joinpath("summary.json").exists() or \
-                    (snapshot / rel).parent.joinpath("summary.json").exists():
+            if any((root / rel).parent.joinpath(done).exists() for root in (run, snapshot)
+                   for done in ("summary.json", ".ssb-run-stage.json")):
                 continue  # finished since: the finished results win
         elif rel.parts[0] == "plots" or str(rel) in ("study.json", "report.md", "manifest.json"):
             continue  # the study's own outputs: rewritten from the stages by the next report

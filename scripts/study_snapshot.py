@@ -10,8 +10,8 @@ verdict, extracted answer, token count and finish reason: ~0.4 KB a problem inst
 finished, study.json, report.md and the plots.  Safe to run while the study is running: it copies
 what exists (an eval's results only once it is finished, i.e. has its summary).
 
-An evaluation still running has its journal (reply texts included) and manifest copied under
-``DEST/partial/``, so that a machine that does not outlive the session loses none of it once
+An evaluation (or a curation) still running has its journal (reply texts included) and manifest
+copied under ``DEST/partial/``, so that a machine that does not outlive the session loses none of it once
 committed: ``scripts/study_restore.py`` puts it back and the evaluation resumes from it.  The
 partial copy is deleted once the evaluation has finished.
 """
@@ -61,6 +61,19 @@ def main(run: Path, dest: Path) -> int:
                 partial.mkdir(parents=True, exist_ok=True)
                 tmp = partial / (name + ".tmp")
                 shutil.copyfile(journal.parent / name, tmp)
+                os.replace(tmp, partial / name)
+                copied += 1
+    curate = run / "curate"  # a curation still running: its journal, manifest and stats
+    partial = dest / "partial" / "curate"
+    if (curate / ".ssb-run-stage.json").is_file():
+        if partial.is_dir():
+            shutil.rmtree(partial)  # finished: its marker and the split records replace it
+    elif (curate / "journal.jsonl").is_file():
+        for name in ("journal.jsonl", "manifest.json", "stats.json"):
+            if (curate / name).is_file():
+                partial.mkdir(parents=True, exist_ok=True)
+                tmp = partial / (name + ".tmp")
+                shutil.copyfile(curate / name, tmp)
                 os.replace(tmp, partial / name)
                 copied += 1
     print(f"copied {copied} file(s) from {run} to {dest}")

@@ -1,8 +1,10 @@
 """Run chosen evaluations of a study now, exactly as ``ssb study`` runs them, in the order given.
 
-    python scripts/study_steps.py CONFIG OUT DATASET:ARM [DATASET:ARM ...]
+    python scripts/study_steps.py CONFIG OUT STEP [STEP ...]
 
-e.g. ``studies/gsm8k.toml runs/study-gsm8k-vllm gsm8k:prompt math500:base math500:ssb``.
+A STEP is ``DATASET:ARM`` (evaluate ARM on that eval set) or ``curate`` (curate and split the
+study's records, as the study does; nothing if ``records =`` gives them or they are restored), e.g.
+``studies/gsm8k.toml runs/study-gsm8k-vllm gsm8k:prompt math500:base math500:ssb``.
 
 ``ssb study`` walks its plan in one fixed order (each arm trained, then evaluated on the first
 eval set; then every later eval set).  On a machine that lasts one session, and after
@@ -21,7 +23,8 @@ later ``ssb study`` or a later call of this script skips it:
   says whether the new adapter's fingerprint is the one the committed evaluations recorded (if
   not, those evaluations are stale and ``run_stage`` redoes them when they are asked for).
 
-After every evaluation the interim ``study.json`` / ``report.md`` are rewritten.  Run it from the
+A base or prompt evaluation needs no records; a trained arm does.  After every step the interim
+``study.json`` / ``report.md`` are rewritten (once there are records).  Run it from the
 study's pinned worktree with its environment (``scripts/run_study_steps.sh`` does).  Rounds arms
 are not supported here (``ssb study`` runs them).
 """
@@ -34,6 +37,9 @@ import os
 import sys
 import time
 from pathlib import Path
+
+
+CURATE = "curate"  # the step that curates (and splits) the study's records
 
 
 def _count(path: Path) -> int:
@@ -50,7 +56,7 @@ def main(argv: list[str]) -> int:
     from ssb.options import resolve
     from ssb.stages.run import STAGE_DONE, parse_eval_spec, run_stage
     from ssb.stages.study import (BASE, StudyConfig, choose_prompt, copy_records, is_prompt_arm,
-                                  is_round_arm, write_study)
+                                  is_round_arm, split_records, write_study)
 
     logging.basicConfig(format="%(message)s", level=logging.INFO)
     config_file, out_arg, steps = argv[0], argv[1], argv[2:]
@@ -60,10 +66,12 @@ def main(argv: list[str]) -> int:
     specs = {parse_eval_spec(s)[0]: s for s in config.eval}
     arms = {a["name"]: a for a in config.arms}
     for step in steps:  # every step checked before any runs
+        if step == CURATE:
+            continue
         dataset, _, arm = step.partition(":")
         if dataset not in specs or (arm != BASE and arm not in arms):
-            print(f"study_steps: {step!r}: want DATASET:ARM with DATASET in {sorted(specs)} and "
-                  f"ARM in {[BASE, *arms]}", file=sys.stderr)
+            print(f"study_steps: {step!r}: want {CURATE!r} or DATASET:ARM with DATASET in "
+                  f"{sorted(specs)} and ARM in {[BASE, *arms]}", file=sys.stderr)
             return 2
         if arm in arms and is_round_arm(arms[arm]):
             print(f"study_steps: {step!r}: a rounds arm; run `ssb study`", file=sys.stderr)
@@ -71,18 +79,41 @@ def main(argv: list[str]) -> int:
     train_dir, held_dir = out / "data" / "train", out / "data" / "heldout"
     if config.records is not None and not (train_dir / "curated.jsonl").is_file():
         copy_records(Path(config.records), train_dir, held_dir)  # as the study does
-    if not (train_dir / "curated.jsonl").is_file():
-        print(f"study_steps: {train_dir}/curated.jsonl is missing: curate first (`ssb study`) "
-              "or restore the snapshot (scripts/study_restore.py)", file=sys.stderr)
-        return 2
-    n_train, n_held = _count(train_dir / "curated.jsonl"), _count(held_dir / "curated.jsonl")
     report = Reporter("study", None)
 
     def say(message: str) -> None:
         print(f"study_steps: {time.strftime('%H:%M:%S', time.gmtime())} {message}",
               file=sys.stderr, flush=True)
 
+    def have_records() -> bool:
+        return (train_dir / "curated.jsonl").is_file()
+
+    def interim() -> None:
+        """The study's interim report, once there are records to report (a study that has not
+        curated yet can still evaluate its base)."""
+        if not have_records() or (config.records is None
+                                  and not (out / "curate" / "stats.json").is_file()):
+            return
+        n_train = _count(train_dir / "curated.jsonl")
+        n_held = _count(held_dir / "curated.jsonl") if (held_dir / "curated.jsonl").is_file() \
+            else 0
+        data, path = write_study(out, config, n_train, n_held)
+        say(f"interim report {path} ({len(data['pending'])} evaluation(s) pending)")
+
     for step in steps:
+        if step == CURATE:
+            if have_records():
+                say("curate: the records are here (data/): nothing to curate")
+                continue
+            curate_dir = out / "curate"
+            say(f"curate: into {curate_dir}")
+            run_stage("curate", config.curate_config(config.model, curate_dir), curate_dir,
+                      report)
+            n_train, n_held = split_records(curate_dir / "curated.jsonl", config.heldout,
+                                            config.seed, train_dir, held_dir)
+            say(f"curate: done: {n_train} training record(s), {n_held} held out")
+            interim()
+            continue
         dataset, _, name = step.partition(":")
         adapter = template = None
         if name != BASE and is_prompt_arm(arms[name]):
@@ -91,13 +122,18 @@ def main(argv: list[str]) -> int:
                         if choice.is_file() else choose_prompt(config, arms[name], report))
             say(f"{step}: instruction {template}")
         elif name != BASE:
+            if not have_records():
+                say(f"{step}: no records to train on ({train_dir}/curated.jsonl): run the "
+                    f"{CURATE!r} step first or restore the snapshot (scripts/study_restore.py)")
+                return 2
             arm_dir = out / "arms" / name
             adapter = arm_dir / "adapter"
             if not adapter.is_dir():
                 if (arm_dir / STAGE_DONE).exists():  # restored: curves and marker, no adapter
                     kept = arm_dir.with_name(f"{name}.committed")
-                    os.replace(arm_dir, kept if not kept.exists() else
-                               arm_dir.with_name(f"{name}.committed-{int(time.time())}"))
+                    if kept.exists():
+                        kept = arm_dir.with_name(f"{name}.committed-{int(time.time())}")
+                    os.replace(arm_dir, kept)
                     say(f"{step}: the adapter is not here; the committed curves moved to {kept}")
                 say(f"{step}: training {name} (distill, seed {config.seed})")
                 run_stage("distill", config.distill_config(arms[name], train_dir, held_dir,
@@ -111,8 +147,7 @@ def main(argv: list[str]) -> int:
         summary = json.loads((eval_dir / "summary.json").read_text(encoding="utf-8"))
         say(f"{step}: {'done' if ran else 'already complete'}: "
             f"{100 * summary['accuracy']['mean']:.1f}% of {summary['n']}")
-        data, path = write_study(out, config, n_train, n_held)
-        say(f"interim report {path} ({len(data['pending'])} evaluation(s) pending)")
+        interim()
     return 0
 
 

@@ -121,3 +121,49 @@ def test_restore_on_a_fresh_machine_resumes_an_unfinished_evaluation(tiny_model_
     subprocess.run([sys.executable, str(RESTORE), str(dest), str(fresh)], check=True,
                    capture_output=True, timeout=60)
     assert (fresh / "data/train/curated.jsonl").read_text() == '{"id": "newer"}\n'
+
+
+def test_an_unfinished_curation_resumes_from_its_committed_journal(replay_plugin, shared_data,
+                                                                  tmp_path):
+    """The curation of a study still running when the machine goes: its journal, manifest and
+    stats are kept under partial/curate, restored into a fresh run directory, and curate resumes
+    from them (the journaled problems are not curated again) to the records an uninterrupted run
+    keeps.  Real `ssb curate` processes on recorded real model outputs (the replay backend)."""
+    import os
+
+    recording = Path(__file__).parent / "data" / "recorded_rollouts_gsm8k.jsonl"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(replay_plugin), env.get("PYTHONPATH", "")])
+
+    def curate(out: Path) -> None:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ssb", "curate", "--domain", "gsm8k", "--backend", "replay",
+             "--model", str(recording), "--source", str(shared_data / "gsm8k" / "train.jsonl"),
+             "--limit", "8", "--seed", "0", "--batch-size", "1", "--template", "gsm8k-tutor@1",
+             "--no-progress", "--out", str(out)], env=env, capture_output=True, text=True,
+            timeout=300)
+        assert proc.returncode == 0, proc.stderr
+
+    reference = tmp_path / "reference"
+    curate(reference)
+    kept = sorted((reference / "curated.jsonl").read_text().splitlines())
+    assert kept, "the recording must keep records for this test to mean anything"
+    journal = (reference / "journal.jsonl").read_text().splitlines(keepends=True)
+    assert len(journal) == 8
+
+    run = tmp_path / "run"  # the study's curation, stopped after four problems
+    (run / "curate").mkdir(parents=True)
+    shutil.copyfile(reference / "manifest.json", run / "curate" / "manifest.json")
+    (run / "curate" / "journal.jsonl").write_text("".join(journal[:4]))
+    dest = tmp_path / "snapshot"
+    subprocess.run([sys.executable, str(SCRIPT), str(run), str(dest)], check=True,
+                   capture_output=True, timeout=60)
+    assert (dest / "partial/curate/journal.jsonl").read_text() == "".join(journal[:4])
+
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, str(RESTORE), str(dest), str(fresh)], check=True,
+                   capture_output=True, timeout=60)
+    curate(fresh / "curate")
+    lines = (fresh / "curate" / "journal.jsonl").read_text().splitlines(keepends=True)
+    assert lines[:4] == journal[:4] and len(lines) == 8
+    assert sorted((fresh / "curate" / "curated.jsonl").read_text().splitlines()) == kept
