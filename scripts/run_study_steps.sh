@@ -19,20 +19,11 @@ commit=$(git rev-parse "$1")
 config=$2 out=$3 snap=$main/$4
 shift 4
 source scripts/pinned_worktree.sh
+source scripts/commit_snapshot.sh
 pinned_worktree "$commit" "$config" "$main/../ssb-$(basename "$out")"  # or $SSB_STUDY_WORKTREE
 wt=$(pwd)
 
-snapshot() {  # $1: what the commit message says happened
-  python3 "$main/scripts/study_snapshot.py" "$wt/$out" "$snap" >/dev/null || return 0
-  (
-    cd "$main"
-    git add -A -- "$snap"
-    if ! git diff --cached --quiet -- "$snap"; then
-      git commit -q -m "Study snapshot ($(basename "$snap"), automatic, run_study_steps.sh at ${commit:0:7}): $1" \
-        -- "$snap" && echo "run_study_steps: committed the snapshot ($1)" >&2
-    fi
-  ) || echo "run_study_steps: snapshot commit failed ($1); the next one retries" >&2
-}
+snapshot() { commit_snapshot "$wt/$out" "$snap" "$1 (run_study_steps.sh at ${commit:0:7})"; }
 
 python3 "$main/scripts/study_restore.py" "$snap" "$out"
 (
