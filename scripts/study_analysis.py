@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import gzip
 import json
 import re
 import statistics
@@ -78,12 +79,28 @@ def heldout_curves(study: Path) -> dict[str, Any]:
     return out
 
 
+def _add_texts(rows: dict[str, dict], texts: Path) -> None:
+    """A snapshot's results.jsonl has no reply texts; scripts/study_snapshot.py keeps them in
+    texts.jsonl.gz beside it.  Put them back where a sample lacks its text."""
+    if not texts.is_file() or all("text" in s for r in rows.values() for s in r["samples"]):
+        return
+    with gzip.open(texts, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                entry = json.loads(line)
+                row = rows.get(entry["id"])
+                if row is not None:
+                    for sample, text in zip(row["samples"], entry["texts"]):
+                        sample.setdefault("text", text)
+
+
 def eval_behaviour(study: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for dataset_dir in sorted((study / "eval").glob("*")):
         arms = {}
         for arm_dir in sorted(dataset_dir.glob("*")):
             rows = {r["id"]: r for r in _jsonl(arm_dir / "results.jsonl")}
+            _add_texts(rows, arm_dir / "texts.jsonl.gz")
             if rows:
                 arms[arm_dir.name] = rows
         if not arms:
@@ -97,7 +114,9 @@ def eval_behaviour(study: Path) -> dict[str, Any]:
                 "accuracy": round(sum(s["correct"] for s in samples) / len(samples), 4),
                 "mean_response_tokens": round(statistics.mean(s["num_tokens"] for s in samples), 1),
                 "truncated": sum(s["finish_reason"] == "length" for s in samples),
-                "with_code": sum(bool(CODE.search(s["text"])) for s in samples),
+                # None where the texts were not kept (a snapshot made before they were)
+                "with_code": (sum(bool(CODE.search(s["text"])) for s in samples)
+                              if all("text" in s for s in samples) else None),
             }
             if base is not None and name != "base":
                 shared = sorted(set(rows) & set(base))
@@ -120,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("study", type=Path)
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args(argv)
-    if not (args.study / "curate").is_dir():
-        print(f"error: {args.study}: not a study directory (no curate/)", file=sys.stderr)
+    if not any((args.study / part).is_dir() for part in ("curate", "data", "arms", "eval")):
+        print(f"error: {args.study}: not a study directory (no curate/, data/, arms/ or eval/)",
+              file=sys.stderr)
         return 2
     data = analyse(args.study)
     text = json.dumps(data, indent=2)

@@ -6,7 +6,8 @@ Copies curate stats/manifest, each arm's manifest, metrics and held-out curves, 
 evaluation's summary (``eval/DATASET/ARM``, and ``repro/NAME``: evaluations run beside the
 study) and its per-problem results without the reply texts (``results.jsonl`` with each sample's
 verdict, extracted answer, token count and finish reason: ~0.4 KB a problem instead of ~1.6 KB;
-``ssb eval compare`` pairs the snapshot's runs problem by problem), and, once the study
+``ssb eval compare`` pairs the snapshot's runs problem by problem) with the texts beside it in
+``texts.jsonl.gz`` (~0.5 KB a problem; the analysis reads them), and, once the study
 finished, study.json, report.md and the plots.  Safe to run while the study is running: it copies
 what exists (an eval's results only once it is finished, i.e. has its summary).
 
@@ -18,12 +19,14 @@ partial copy is deleted once the evaluation has finished.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
 import sys
 from pathlib import Path
 
+TEXTS = "texts.jsonl.gz"  # beside a snapshot's results.jsonl: the reply texts, compressed
 PATTERNS = ["curate/stats.json", "curate/manifest.json", "curate/.ssb-run-stage.json",
             "arms/*/manifest.json", "arms/*/metrics.jsonl", "arms/*/heldout.jsonl",
             "arms/*/.ssb-run-stage.json",
@@ -48,6 +51,7 @@ def main(run: Path, dest: Path) -> int:
         if results.is_file():
             target = dest / results.relative_to(run)
             _without_texts(results, target)
+            copied += _texts(results, target.with_name(TEXTS))
             copied += 1
     for journal in sorted([*run.glob("eval/*/*/journal.jsonl"),
                            *run.glob("select/*/*/journal.jsonl")]):
@@ -78,6 +82,26 @@ def main(run: Path, dest: Path) -> int:
                 copied += 1
     print(f"copied {copied} file(s) from {run} to {dest}")
     return 0 if copied else 1
+
+
+def _texts(src: Path, target: Path) -> int:
+    """The reply texts, apart and compressed: one ``{"id", "texts"}`` line per problem, gzip with
+    no timestamp (the same results give the same bytes).  Not rewritten from a results file that
+    has no texts (one restored from a snapshot)."""
+    rows = []
+    with src.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                texts = [s.get("text") for s in row.get("samples", [])]
+                if any(t is None for t in texts):
+                    return 0
+                rows.append(json.dumps({"id": row["id"], "texts": texts}, ensure_ascii=False))
+    data = gzip.compress(("\n".join(rows) + "\n").encode("utf-8"), mtime=0)
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return 1
 
 
 def _without_texts(src: Path, target: Path) -> None:

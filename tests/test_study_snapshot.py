@@ -5,6 +5,7 @@ problem through `ssb eval compare`; an evaluation still running is not copied.""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -41,6 +42,32 @@ def test_snapshot_keeps_per_problem_verdicts_without_texts(tiny_model_dir, tmp_p
         assert {k: v for k, v in a.items() if k != "samples"} == \
             {k: v for k, v in b.items() if k != "samples"}
     assert (dest / "eval/arithmetic/base/summary.json").is_file()
+    # The texts apart, compressed, byte-identical when snapshotted again.
+    import gzip
+
+    texts = dest / "eval/arithmetic/base/texts.jsonl.gz"
+    kept = [json.loads(x) for x in gzip.decompress(texts.read_bytes()).decode().splitlines()]
+    assert kept == [{"id": r["id"], "texts": [s["text"] for s in r["samples"]]}
+                    for r in original]
+    first = texts.read_bytes()
+    subprocess.run([sys.executable, str(SCRIPT), str(run), str(dest)], check=True,
+                   capture_output=True, timeout=60)
+    assert texts.read_bytes() == first
+    # The analysis reads them back where the results have none.
+    analysis = SCRIPT.parent / "study_analysis.py"
+    proc = subprocess.run([sys.executable, str(analysis), str(dest), "--json",
+                           str(tmp_path / "a.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    behaviour = json.loads((tmp_path / "a.json").read_text())["eval"]["arithmetic"]["base"]
+    code = re.compile(r"```|\bprint\(")  # what the analysis counts as code
+    assert behaviour["with_code"] == sum(bool(code.search(r["samples"][0]["text"]))
+                                         for r in original)
+    texts.unlink()
+    proc = subprocess.run([sys.executable, str(analysis), str(dest), "--json",
+                           str(tmp_path / "b.json")], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "b.json").read_text())["eval"]["arithmetic"]["base"][
+        "with_code"] is None  # no texts: not counted, rather than counted as none
     assert not (dest / "eval/arithmetic/ssb").exists()
     assert (dest / "repro/ssb/results.jsonl").read_text() == \
         (dest / "eval/arithmetic/base/results.jsonl").read_text()
