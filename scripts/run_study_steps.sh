@@ -31,6 +31,8 @@ python3 "$main/scripts/study_restore.py" "$snap" "$out"
 ) &
 ticker=$!
 trap 'kill $ticker 2>/dev/null || true' EXIT
+# Stopped (`kill -TERM -- -PGID`): what the step journaled so far is committed before exiting.
+trap 'snapshot "stopped during $*"; exit 143' TERM INT
 for step in "$@"; do
   echo "run_study_steps: $(date -u '+%F %H:%M:%S') $step at ${commit:0:7} (load: $(cut -d' ' -f1-3 /proc/loadavg))" >&2
   "$venv/bin/python" "$main/scripts/study_steps.py" "$config" "$out" "$step"
