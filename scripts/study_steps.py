@@ -99,6 +99,9 @@ def main(argv: list[str]) -> int:
             else 0
         data, path = write_study(out, config, n_train, n_held)
         say(f"interim report {path} ({len(data['pending'])} evaluation(s) pending)")
+        from ssb.commands.charts import render_charts  # its charts, as `ssb study` draws them
+
+        render_charts(out)
 
     for step in steps:
         if step == CURATE:
