@@ -155,15 +155,61 @@ def main(argv: list[str]) -> int:
 
 
 def _compare_fingerprint(out: Path, name: str, adapter: Path, fingerprint, say) -> None:
-    """Whether ``adapter`` is the one this arm's finished evaluations were made with."""
+    """Whether ``adapter`` is the one this arm's finished evaluations were made with.
+
+    The recorded fingerprint is sha256 over the adapter's config and weights.  peft wrote the
+    config's ``target_modules`` in a set's order, which differs between processes (fixed in
+    ``ssb.export.canonicalize_adapter_config`` since): if the fingerprint differs, every order of
+    those modules is tried, so "the same weights, the modules listed in another order" is told
+    apart from "other weights"."""
     key = f"adapter:{adapter}"
     for marker in sorted(out.glob(f"eval/*/{name}/.ssb-run-stage.json")):
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("inputs", {}).get(key)
         if recorded is None:
             continue
-        same = recorded == fingerprint(adapter)
-        say(f"{name}: adapter {'IS' if same else 'is NOT'} the one {marker.parent} was evaluated "
-            f"with ({'its result stands' if same else 'that evaluation is stale and is redone'})")
+        if recorded == fingerprint(adapter):
+            say(f"{name}: adapter IS the one {marker.parent} was evaluated with, byte for byte "
+                "(its result stands)")
+        elif _same_weights_other_order(adapter, recorded, fingerprint):
+            say(f"{name}: adapter has the same weights as the one {marker.parent} was evaluated "
+                "with, bit for bit (its config lists the target modules in another order); "
+                "the stage marker's fingerprint differs, so an evaluation asked for is redone")
+        else:
+            say(f"{name}: adapter is NOT the one {marker.parent} was evaluated with (other "
+                "weights): that evaluation is stale and is redone when asked for")
+
+
+def _same_weights_other_order(adapter: Path, recorded: str, fingerprint) -> bool:
+    import hashlib
+    import itertools
+    import re
+
+    config = (adapter / "adapter_config.json").read_text(encoding="utf-8")
+    weights = hashlib.sha256((adapter / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+    def digest(text: str) -> str:  # ssb.export.adapter_fingerprint, from the config's text
+        h = hashlib.sha256()
+        for part, sha in (("adapter_config.json", hashlib.sha256(text.encode()).hexdigest()),
+                          ("adapter_model.safetensors", weights)):
+            h.update(part.encode())
+            h.update(sha.encode())
+        return h.hexdigest()
+
+    if digest(config) != fingerprint(adapter):  # not the fingerprint this code knows
+        return False
+    m = re.search(r'("target_modules":\s*\[)(\s*)(.*?)(\s*\])', config, re.S)
+    if m is None:
+        return False
+    items = json.loads(f"[{m.group(3)}]")
+    if len(items) > 8:
+        return False
+    for order in itertools.permutations(items):
+        body = ("," + m.group(2)).join(json.dumps(i) for i in order)
+        text = config[:m.start()] + m.group(1) + m.group(2) + body + m.group(4) + \
+            config[m.end():]
+        if digest(text) == recorded:
+            return True
+    return False
 
 
 if __name__ == "__main__":

@@ -93,6 +93,39 @@ def read_adapter_config(adapter_dir: Path) -> dict[str, Any]:
     return cfg
 
 
+_TARGET_MODULES = re.compile(r'("target_modules":\s*\[)(\s*)(.*?)(\s*\])', re.DOTALL)
+
+
+def sort_target_modules(text: str) -> str:
+    """``adapter_config.json``'s text with its ``target_modules`` list sorted, every other byte
+    as it was.  peft keeps the modules in a set and writes them in that set's order, which changes
+    from one process to the next (string hashing is randomized): two identical trainings wrote
+    different config bytes, hence different :func:`adapter_fingerprint` values, and an evaluation
+    of the same adapter looked stale."""
+    m = _TARGET_MODULES.search(text)
+    if m is None:
+        return text
+    try:
+        items = json.loads(f"[{m.group(3)}]")
+    except json.JSONDecodeError:
+        return text
+    if not all(isinstance(i, str) for i in items) or items == sorted(items):
+        return text
+    body = ("," + m.group(2)).join(json.dumps(i) for i in sorted(items))
+    return text[:m.start()] + m.group(1) + m.group(2) + body + m.group(4) + text[m.end():]
+
+
+def canonicalize_adapter_config(adapter_dir: str | os.PathLike) -> None:
+    """Rewrite ``adapter_dir``'s config with its modules sorted (atomically; only if needed)."""
+    from ssb.journal import atomic_write_text
+
+    path = Path(adapter_dir) / ADAPTER_CONFIG
+    text = path.read_text(encoding="utf-8")
+    canonical = sort_target_modules(text)
+    if canonical != text:
+        atomic_write_text(path, canonical)
+
+
 _ADAPTER_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.[A-Za-z0-9_-]+)?\.weight$")
 
 

@@ -412,3 +412,106 @@ def test_every_committed_study_config_resolves(tmp_path, monkeypatch):
                   flags={"out": str(tmp_path / "arc")}, nested=StudyConfig.NESTED)
     easy = arc.eval_config(arc.eval[1], arc.model, None, tmp_path / "e")
     assert (easy.dataset, easy.limit, arc.curate["min_correct"]) == ("arc-easy", 500, 2)
+
+
+def test_study_steps_runs_what_the_study_would_and_retrains_a_lost_adapter(tmp_path,
+                                                                         tiny_model_dir):
+    """scripts/study_steps.py (a study continued on a fresh machine): chosen evaluations, in the
+    order given, with the study's own configs and stage markers, so that `ssb study` afterwards
+    skips every one of them; an arm whose adapter is gone (adapters are never committed) is
+    retrained with the same seed into the same adapter, and its evaluation stands."""
+    out = tmp_path / "study"
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(f"""
+domain = "arithmetic"
+backend = "transformers"
+model = "{tiny_model_dir}"
+records = "{RECORDS}"
+eval = ["arithmetic?n=4"]
+eval-split = "test"
+eval-steps = 0
+
+[distill]
+epochs = 1
+batch-size = 8
+lora-r = 4
+lora-alpha = 8
+max-length = 4096
+max-steps = 2
+
+[evaluate]
+max-tokens = 8
+
+[[arms]]
+name = "sft"
+loss = "ce=1"
+teacher = "none"
+
+[[arms]]
+name = "prompt"
+prompts = ["plan@1"]
+""")
+    steps = [sys.executable, str(REPO / "scripts" / "study_steps.py"), str(cfg), str(out)]
+    done = subprocess.run([*steps, "arithmetic:prompt", "arithmetic:sft", "arithmetic:base"],
+                          capture_output=True, text=True, timeout=1500, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert "arithmetic:prompt: instruction plan@1" in done.stderr
+    assert done.stderr.count(": done: ") == 3 and "training sft" in done.stderr
+    for arm in ("base", "sft", "prompt"):
+        assert (out / "eval" / "arithmetic" / arm / ".ssb-run-stage.json").is_file()
+    study = json.loads((out / "study.json").read_text())
+    assert study["complete"] and study["eval"]["arithmetic"]["arms"] == ["sft", "prompt"]
+
+    # `ssb study` on the same directory finds every stage complete and runs none.
+    again = subprocess.run([sys.executable, "-m", "ssb", "study", "--config", str(cfg), "--out",
+                            str(out), "--no-progress"], capture_output=True, text=True,
+                           timeout=1500, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "[run]" not in again.stderr and again.stderr.count("[skip]") == 4, again.stderr
+
+    # A fresh machine: the adapter is gone, its curves and marker restored. The arm is retrained
+    # (the committed curves moved aside) into the same adapter, so its evaluation stands.
+    shutil.rmtree(out / "arms" / "sft" / "adapter")
+    redo = subprocess.run([*steps, "arithmetic:sft"], capture_output=True, text=True,
+                          timeout=1500, cwd=tmp_path)
+    assert redo.returncode == 0, redo.stderr[-4000:]
+    assert (out / "arms" / "sft.committed" / "metrics.jsonl").is_file()
+    assert (out / "arms" / "sft" / "adapter").is_dir()
+    assert "adapter IS the one" in redo.stderr and "already complete" in redo.stderr
+
+    bad = subprocess.run([*steps, "arithmetic:nope"], capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert bad.returncode == 2 and "want 'curate' or DATASET:ARM" in bad.stderr
+
+
+def test_adapter_config_lists_its_modules_in_one_order(tmp_path):
+    """peft writes target_modules in a set's order, which changes between processes: sorted on
+    save, so the same training gives the same bytes (and fingerprint); study_steps.py recognises
+    an adapter saved before that, with the same weights but the modules in another order."""
+    import importlib.util
+
+    from ssb.export import ADAPTER_CONFIG, adapter_fingerprint, sort_target_modules
+
+    text = ('{\n  "r": 4,\n  "target_modules": [\n    "v_proj",\n    "q_proj",\n'
+            '    "down_proj"\n  ],\n  "task_type": "CAUSAL_LM"\n}')
+    sorted_text = sort_target_modules(text)
+    assert json.loads(sorted_text)["target_modules"] == ["down_proj", "q_proj", "v_proj"]
+    assert {k: v for k, v in json.loads(sorted_text).items() if k != "target_modules"} == \
+        {k: v for k, v in json.loads(text).items() if k != "target_modules"}
+    assert sorted_text.replace("down_proj", "X").count("\n") == text.count("\n")
+    assert sort_target_modules(sorted_text) == sorted_text  # already canonical: unchanged
+
+    spec = importlib.util.spec_from_file_location("study_steps", REPO / "scripts" /
+                                                  "study_steps.py")
+    steps = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(steps)
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / ADAPTER_CONFIG).write_text(text)
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights")
+    recorded = adapter_fingerprint(adapter)  # as an evaluation's marker recorded it
+    (adapter / ADAPTER_CONFIG).write_text(sorted_text)  # retrained: same weights, sorted
+    assert adapter_fingerprint(adapter) != recorded
+    assert steps._same_weights_other_order(adapter, recorded, adapter_fingerprint)
+    (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
+    assert not steps._same_weights_other_order(adapter, recorded, adapter_fingerprint)

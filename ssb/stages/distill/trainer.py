@@ -412,8 +412,11 @@ def _distill_locked(cfg: DistillConfig, stage: Any, report_events: Reporter,
     if trainer.is_world_process_zero():
         from accelerate.utils import extract_model_from_parallel
 
+        from ssb.export import canonicalize_adapter_config
+
         extract_model_from_parallel(trainer.model).save_pretrained(
             str(adapter_dir), safe_serialization=True)
+        canonicalize_adapter_config(adapter_dir)  # the same training, the same bytes
         tokenizer.save_pretrained(str(adapter_dir))
         rows = read_metrics(metrics_path)
         held = read_metrics(heldout_path)
