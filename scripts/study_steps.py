@@ -161,7 +161,8 @@ def _compare_fingerprint(out: Path, name: str, adapter: Path, fingerprint, say) 
     config's ``target_modules`` in a set's order, which differs between processes (fixed in
     ``ssb.export.canonicalize_adapter_config`` since): if the fingerprint differs, every order of
     those modules is tried, so "the same weights, the modules listed in another order" is told
-    apart from "other weights"."""
+    apart from "other weights"; in the first case the config is rewritten in the recorded order
+    (the same JSON object), which makes the retrained adapter the evaluated one byte for byte."""
     key = f"adapter:{adapter}"
     for marker in sorted(out.glob(f"eval/*/{name}/.ssb-run-stage.json")):
         recorded = json.loads(marker.read_text(encoding="utf-8")).get("inputs", {}).get(key)
@@ -170,16 +171,23 @@ def _compare_fingerprint(out: Path, name: str, adapter: Path, fingerprint, say) 
         if recorded == fingerprint(adapter):
             say(f"{name}: adapter IS the one {marker.parent} was evaluated with, byte for byte "
                 "(its result stands)")
-        elif _same_weights_other_order(adapter, recorded, fingerprint):
+        elif (text := _same_weights_other_order(adapter, recorded, fingerprint)) is not None:
+            # The evaluated adapter's own bytes: its config in the recorded order (the same
+            # JSON object), so the markers, caches and results that name it stand.
+            tmp = adapter / "adapter_config.json.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, adapter / "adapter_config.json")
             say(f"{name}: adapter has the same weights as the one {marker.parent} was evaluated "
-                "with, bit for bit (its config lists the target modules in another order); "
-                "the stage marker's fingerprint differs, so an evaluation asked for is redone")
+                "with, bit for bit; its config listed the target modules in another order and "
+                "is rewritten in the recorded one, so it IS that adapter byte for byte "
+                f"(fingerprint {'matches' if fingerprint(adapter) == recorded else 'DIFFERS'})")
         else:
             say(f"{name}: adapter is NOT the one {marker.parent} was evaluated with (other "
                 "weights): that evaluation is stale and is redone when asked for")
 
 
-def _same_weights_other_order(adapter: Path, recorded: str, fingerprint) -> bool:
+def _same_weights_other_order(adapter: Path, recorded: str, fingerprint) -> str | None:
+    """The config text, in the module order whose fingerprint is ``recorded``; None if none."""
     import hashlib
     import itertools
     import re
@@ -196,20 +204,20 @@ def _same_weights_other_order(adapter: Path, recorded: str, fingerprint) -> bool
         return h.hexdigest()
 
     if digest(config) != fingerprint(adapter):  # not the fingerprint this code knows
-        return False
-    m = re.search(r'("target_modules":\s*\[)(\s*)(.*?)(\s*\])', config, re.S)
+        return None
+    m = re.search(r'("target_modules":\s*\[)(\s*)(.*?)(\s*\])', config, re.DOTALL)
     if m is None:
-        return False
+        return None
     items = json.loads(f"[{m.group(3)}]")
     if len(items) > 8:
-        return False
+        return None
     for order in itertools.permutations(items):
         body = ("," + m.group(2)).join(json.dumps(i) for i in order)
         text = config[:m.start()] + m.group(1) + m.group(2) + body + m.group(4) + \
             config[m.end():]
         if digest(text) == recorded:
-            return True
-    return False
+            return text
+    return None
 
 
 if __name__ == "__main__":

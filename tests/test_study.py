@@ -512,6 +512,14 @@ def test_adapter_config_lists_its_modules_in_one_order(tmp_path):
     recorded = adapter_fingerprint(adapter)  # as an evaluation's marker recorded it
     (adapter / ADAPTER_CONFIG).write_text(sorted_text)  # retrained: same weights, sorted
     assert adapter_fingerprint(adapter) != recorded
-    assert steps._same_weights_other_order(adapter, recorded, adapter_fingerprint)
+    assert steps._same_weights_other_order(adapter, recorded, adapter_fingerprint) == text
+    said: list[str] = []
+    marker = tmp_path / "study" / "eval" / "gsm8k" / "ssb" / ".ssb-run-stage.json"
+    marker.parent.mkdir(parents=True)
+    marker.write_text(json.dumps({"inputs": {f"adapter:{adapter}": recorded}}))
+    steps._compare_fingerprint(tmp_path / "study", "ssb", adapter, adapter_fingerprint,
+                               said.append)
+    assert adapter_fingerprint(adapter) == recorded  # rewritten in the recorded order
+    assert (adapter / ADAPTER_CONFIG).read_text() == text and "matches" in said[0]
     (adapter / "adapter_model.safetensors").write_bytes(b"other weights")
-    assert not steps._same_weights_other_order(adapter, recorded, adapter_fingerprint)
+    assert steps._same_weights_other_order(adapter, recorded, adapter_fingerprint) is None
