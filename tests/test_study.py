@@ -321,14 +321,9 @@ def test_eval_spec_keys_set_that_dataset_and_a_prompt_arm_is_checked(tmp_path):
 RECORDS = REPO / "docs" / "study-results" / "arithmetic" / "data"
 
 
-@pytest.mark.slow
-def test_study_on_given_records_trains_on_them_byte_for_byte(tmp_path, tiny_model_dir):
-    """``records = DIR`` (the GSM8K study's Part 2: the arithmetic study's committed records,
-    not re-curated): no curate stage runs, every arm trains on DIR's train records exactly, the
-    held-out curves use DIR's held-out ones, and the report says where the records came from."""
-    out = tmp_path / "study"
-    cfg = tmp_path / "study.toml"
-    cfg.write_text(f"""
+def _records_study(tiny_model_dir: Path, max_steps: int) -> str:
+    """A study config on the committed arithmetic records with one `sft` arm, on the tiny model."""
+    return f"""
 domain = "arithmetic"
 backend = "transformers"
 model = "{tiny_model_dir}"
@@ -343,7 +338,7 @@ batch-size = 8
 lora-r = 4
 lora-alpha = 8
 max-length = 4096
-max-steps = 3
+max-steps = {max_steps}
 
 [evaluate]
 max-tokens = 8
@@ -352,7 +347,17 @@ max-tokens = 8
 name = "sft"
 loss = "ce=1"
 teacher = "none"
-""")
+"""
+
+
+@pytest.mark.slow
+def test_study_on_given_records_trains_on_them_byte_for_byte(tmp_path, tiny_model_dir):
+    """``records = DIR`` (the GSM8K study's Part 2: the arithmetic study's committed records,
+    not re-curated): no curate stage runs, every arm trains on DIR's train records exactly, the
+    held-out curves use DIR's held-out ones, and the report says where the records came from."""
+    out = tmp_path / "study"
+    cfg = tmp_path / "study.toml"
+    cfg.write_text(_records_study(tiny_model_dir, max_steps=3))
     done = subprocess.run([sys.executable, "-m", "ssb", "study", "--config", str(cfg), "--out",
                            str(out)], capture_output=True, text=True, timeout=1500)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -422,31 +427,7 @@ def test_study_steps_runs_what_the_study_would_and_retrains_a_lost_adapter(tmp_p
     retrained with the same seed into the same adapter, and its evaluation stands."""
     out = tmp_path / "study"
     cfg = tmp_path / "study.toml"
-    cfg.write_text(f"""
-domain = "arithmetic"
-backend = "transformers"
-model = "{tiny_model_dir}"
-records = "{RECORDS}"
-eval = ["arithmetic?n=4"]
-eval-split = "test"
-eval-steps = 0
-
-[distill]
-epochs = 1
-batch-size = 8
-lora-r = 4
-lora-alpha = 8
-max-length = 4096
-max-steps = 2
-
-[evaluate]
-max-tokens = 8
-
-[[arms]]
-name = "sft"
-loss = "ce=1"
-teacher = "none"
-
+    cfg.write_text(_records_study(tiny_model_dir, max_steps=2) + """
 [[arms]]
 name = "prompt"
 prompts = ["plan@1"]
