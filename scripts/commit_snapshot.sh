@@ -1,6 +1,9 @@
-# Sourced by the long-run scripts (run_study_steps.sh, run_arc.sh): commit a run's snapshot.
+# Sourced by the long-run scripts (run_study_steps.sh, run_arc.sh, run_queue.sh): commit a run's
+# snapshot, now or every few minutes.
 #
 #   commit_snapshot RUN SNAPSHOT MESSAGE
+#   snapshot_ticker COMMAND...   # runs COMMAND every $SSB_SNAPSHOT_EVERY s (600) in the
+#                                # background until the calling shell exits
 #
 # scripts/study_snapshot.py copies RUN's small result files (and its unfinished journals, under
 # partial/) into SNAPSHOT, a folder of this checkout ($main), which is then committed on its own
@@ -18,4 +21,10 @@ commit_snapshot() {
         && echo "commit_snapshot: committed $snap ($message)" >&2
     fi
   ) || echo "commit_snapshot: committing $snap failed ($message); the next call retries" >&2
+}
+
+snapshot_ticker() {
+  ( while sleep "${SSB_SNAPSHOT_EVERY:-600}"; do "$@"; done ) &
+  local ticker=$!
+  trap "kill $ticker 2>/dev/null || true" EXIT
 }

@@ -35,11 +35,8 @@ if [ ! -f "$rule_snap/dev-rule.json" ]; then
     source scripts/pinned_worktree.sh
     pinned_worktree "$commit" "$config" "$SSB_STUDY_WORKTREE"
     echo "run_arc: commit ${commit:0:7}, dev rule in $rule_dir/curate, $venv" >&2
-    ( while sleep "${SSB_SNAPSHOT_EVERY:-600}"; do
-        commit_snapshot "$rule_dir" "$rule_snap" "the ARC dev rule's curation, in progress"
-      done ) &
-    ticker=$!
-    trap 'kill $ticker 2>/dev/null || true' EXIT
+    snapshot_ticker commit_snapshot "$rule_dir" "$rule_snap" \
+      "the ARC dev rule's curation, in progress"
     "$venv/bin/ssb" curate --domain science --dataset arc --source ../shared/data/arc \
         --split validation --limit 200 --backend vllm --model default -B kv_cache_space=4 \
         --min-correct 1 --rollouts 4 --temperature 0.8 --top-k 50 --teacher-temperature 0.4 \

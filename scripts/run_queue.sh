@@ -30,6 +30,7 @@ GSM8K=15ab09a   # the GSM8K study's commit (Amendment 5: adapters served merged 
 LATER=15ab09a   # Parts 2-3: session 5's code (full suite at 79eb5b6; vLLM suite at 15ab09a)
 ARC=9d6b29e     # ARC: the science verifier after session 7's adversarial review (before any ARC
                 # number; plugins/science/README.md says what changed); an amendment moves it
+source scripts/commit_snapshot.sh
 say() { echo "run_queue: $(date -u '+%F %H:%M:%S') $*" >&2; }
 
 say "1/4 GSM8K study at $GSM8K"
@@ -43,11 +44,9 @@ SSB_STUDY_WORKTREE=$main/../ssb-part2 bash scripts/run_study_steps.sh "$LATER" \
   arithmetic:base arithmetic:prompt arithmetic:ssb arithmetic:sft
 SSB_STUDY_WORKTREE=$main/../ssb-part2 \
   bash scripts/run_study.sh "$LATER" studies/arithmetic-part2.toml runs/study-arithmetic-part2
-python3 scripts/study_snapshot.py ../ssb-part2/runs/study-arithmetic-part2 \
-  docs/study-results/arithmetic-part2
-git add -A -- docs/study-results/arithmetic-part2
-git commit -q -m "Study snapshot (arithmetic-part2, automatic, run_queue.sh at $LATER): Part 3" \
-  -- docs/study-results/arithmetic-part2 || true
+part2() { commit_snapshot "$main/../ssb-part2/runs/study-arithmetic-part2" \
+  "$main/docs/study-results/arithmetic-part2" "$1 (run_queue.sh at $LATER)"; }
+part2 "Part 3"
 
 say "3/4 Part 2's reproduction check on llama.cpp"
 (
@@ -60,11 +59,7 @@ say "3/4 Part 2's reproduction check on llama.cpp"
       --adapter "$run/arms/$arm/adapter" --out "$run/repro/$arm" --no-progress
   done
 )
-python3 scripts/study_snapshot.py ../ssb-part2/runs/study-arithmetic-part2 \
-  docs/study-results/arithmetic-part2
-git add -A -- docs/study-results/arithmetic-part2
-git commit -q -m "Study snapshot (arithmetic-part2, automatic, run_queue.sh): llama.cpp repro" \
-  -- docs/study-results/arithmetic-part2 || true
+part2 "Part 2's reproduction check on llama.cpp"
 
 say "4/4 ARC at $ARC"
 SSB_STUDY_WORKTREE=$main/../ssb-arc bash scripts/run_arc.sh "$ARC"

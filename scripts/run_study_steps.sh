@@ -26,11 +26,7 @@ wt=$(pwd)
 snapshot() { commit_snapshot "$wt/$out" "$snap" "$1 (run_study_steps.sh at ${commit:0:7})"; }
 
 python3 "$main/scripts/study_restore.py" "$snap" "$out"
-(
-  while sleep "${SSB_SNAPSHOT_EVERY:-600}"; do snapshot "progress of $*"; done
-) &
-ticker=$!
-trap 'kill $ticker 2>/dev/null || true' EXIT
+snapshot_ticker snapshot "progress of $*"
 # Stopped (`kill -TERM -- -PGID`): what the step journaled so far is committed before exiting.
 trap 'snapshot "stopped during $*"; exit 143' TERM INT
 for step in "$@"; do

@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-PARTIAL = "partial"  # study_snapshot.py --partial: unfinished evaluations' journals
+PARTIAL = "partial"  # study_snapshot.py's copies of unfinished stages' journals
 
 
 def restore(snapshot: Path, run: Path) -> list[str]:

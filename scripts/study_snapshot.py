@@ -12,8 +12,8 @@ finished, study.json, report.md and the plots.  Safe to run while the study is r
 what exists (an eval's results only once it is finished, i.e. has its summary).
 
 An evaluation (or a curation) still running has its journal (reply texts included) and manifest
-copied under ``DEST/partial/``, so that a machine that does not outlive the session loses none of it once
-committed: ``scripts/study_restore.py`` puts it back and the evaluation resumes from it.  The
+copied under ``DEST/partial/``, so that a machine that does not outlive the session loses none
+of it once committed: ``scripts/study_restore.py`` puts it back and the evaluation resumes from it.  The
 partial copy is deleted once the evaluation has finished.
 """
 
@@ -50,74 +50,67 @@ def main(run: Path, dest: Path) -> int:
         results = summary.parent / "results.jsonl"
         if results.is_file():
             target = dest / results.relative_to(run)
-            _without_texts(results, target)
-            copied += _texts(results, target.with_name(TEXTS))
-            copied += 1
+            copied += _split_texts(results, target, target.with_name(TEXTS))
     for journal in sorted([*run.glob("eval/*/*/journal.jsonl"),
                            *run.glob("select/*/*/journal.jsonl")]):
-        partial = dest / "partial" / journal.parent.relative_to(run)
-        if (journal.parent / "summary.json").is_file():
-            if partial.is_dir():
-                shutil.rmtree(partial)  # finished: its results above replace it
-            continue
-        for name in ("journal.jsonl", "manifest.json"):
-            if (journal.parent / name).is_file():
-                partial.mkdir(parents=True, exist_ok=True)
-                tmp = partial / (name + ".tmp")
-                shutil.copyfile(journal.parent / name, tmp)
-                os.replace(tmp, partial / name)
-                copied += 1
+        copied += _partial(journal.parent, dest / "partial" / journal.parent.relative_to(run),
+                           finished=(journal.parent / "summary.json").is_file(),
+                           names=("journal.jsonl", "manifest.json"))
     curate = run / "curate"  # a curation still running: its journal, manifest and stats
-    partial = dest / "partial" / "curate"
-    if (curate / ".ssb-run-stage.json").is_file():
-        if partial.is_dir():
-            shutil.rmtree(partial)  # finished: its marker and the split records replace it
-    elif (curate / "journal.jsonl").is_file():
-        for name in ("journal.jsonl", "manifest.json", "stats.json"):
-            if (curate / name).is_file():
-                partial.mkdir(parents=True, exist_ok=True)
-                tmp = partial / (name + ".tmp")
-                shutil.copyfile(curate / name, tmp)
-                os.replace(tmp, partial / name)
-                copied += 1
+    if (curate / "journal.jsonl").is_file() or (curate / ".ssb-run-stage.json").is_file():
+        copied += _partial(curate, dest / "partial" / "curate",
+                           finished=(curate / ".ssb-run-stage.json").is_file(),
+                           names=("journal.jsonl", "manifest.json", "stats.json"))
     print(f"copied {copied} file(s) from {run} to {dest}")
     return 0 if copied else 1
 
 
-def _texts(src: Path, target: Path) -> int:
-    """The reply texts, apart and compressed: one ``{"id", "texts"}`` line per problem, gzip with
-    no timestamp (the same results give the same bytes).  Not rewritten from a results file that
-    has no texts (one restored from a snapshot)."""
-    rows = []
+def _partial(src: Path, partial: Path, *, finished: bool, names: tuple[str, ...]) -> int:
+    """An unfinished stage's ``names`` copied (atomically) into ``partial``; a finished stage's
+    partial copy deleted (its results replace it).  Returns the number of files copied."""
+    if finished:
+        if partial.is_dir():
+            shutil.rmtree(partial)
+        return 0
+    copied = 0
+    for name in names:
+        if (src / name).is_file():
+            partial.mkdir(parents=True, exist_ok=True)
+            tmp = partial / (name + ".tmp")
+            shutil.copyfile(src / name, tmp)
+            os.replace(tmp, partial / name)
+            copied += 1
+    return copied
+
+
+def _split_texts(src: Path, target: Path, texts_target: Path) -> int:
+    """results.jsonl (one read) as ``target`` with each sample's reply text left out (everything
+    else kept), and the texts apart in ``texts_target``: one ``{"id", "texts"}`` line a problem,
+    gzip with no timestamp (the same results give the same bytes).  The texts file is not
+    rewritten from a results file that has none (one restored from a snapshot).  Returns the
+    number of files written."""
+    lines, texts, complete = [], [], True
     with src.open(encoding="utf-8") as fh:
         for line in fh:
             if line.strip():
                 row = json.loads(line)
-                texts = [s.get("text") for s in row.get("samples", [])]
-                if any(t is None for t in texts):
-                    return 0
-                rows.append(json.dumps({"id": row["id"], "texts": texts}, ensure_ascii=False))
-    data = gzip.compress(("\n".join(rows) + "\n").encode("utf-8"), mtime=0)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, target)
-    return 1
-
-
-def _without_texts(src: Path, target: Path) -> None:
-    """results.jsonl with each sample's reply text left out (everything else kept)."""
-    lines = []
-    with src.open(encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                row = json.loads(line)
-                row["samples"] = [{k: v for k, v in s.items() if k != "text"}
-                                  for s in row.get("samples", [])]
+                samples = row.get("samples", [])
+                replies = [s.get("text") for s in samples]
+                complete = complete and all(t is not None for t in replies)
+                texts.append(json.dumps({"id": row["id"], "texts": replies},
+                                        ensure_ascii=False))
+                row["samples"] = [{k: v for k, v in s.items() if k != "text"} for s in samples]
                 lines.append(json.dumps(row, ensure_ascii=False) + "\n")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text("".join(lines), encoding="utf-8")
-    os.replace(tmp, target)
+    outputs = [(target, "".join(lines).encode("utf-8"))]
+    if complete:
+        outputs.append((texts_target,
+                        gzip.compress(("\n".join(texts) + "\n").encode("utf-8"), mtime=0)))
+    for path, data in outputs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return len(outputs)
 
 
 if __name__ == "__main__":
